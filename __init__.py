@@ -1,0 +1,18 @@
+"""ComfyUI-DICE: distil classifier-free guidance into the text embedding (Zhou et al., AAAI 2026).
+
+ComfyUI loads this package from custom_nodes/ and calls comfy_entrypoint().
+"""
+
+import importlib.util
+import os
+import sys
+
+# nodes/ imports the pure-torch core as the top-level package `dice_core`, the same module the tests
+# and the command-line tools import, so there is one RefinerBundle class everywhere.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.append(_HERE)
+
+# Outside ComfyUI (pytest imports this file because the repo root is a package) there is nothing to register.
+if importlib.util.find_spec("comfy_api") is not None:
+    from .nodes import comfy_entrypoint  # noqa: F401  (relative: ComfyUI has its own top-level `nodes`)

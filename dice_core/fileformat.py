@@ -1,0 +1,223 @@
+"""Refiner files: one .safetensors holding weights, the null embedding, optional optimizer state,
+and metadata describing what the refiner was trained for. Never pickle."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .families import family_info
+from .refiner import KEEP_RULES, Refiner, pad_tokens, refine
+
+FORMAT_NAME = "dice-refiner"
+FORMAT_VERSION = 1
+NULL_KEY = "dice.null_uc"
+PAD_KEY = "dice.pad_token"
+OPTIM_PREFIX = "optim."
+WEIGHT_KEYS = (
+    "fc1.weight",
+    "fc1.bias",
+    "attention.to_q.weight",
+    "attention.to_k.weight",
+    "attention.to_v.weight",
+    "attention.to_out.0.weight",
+    "attention.to_out.0.bias",
+    "fc2.weight",
+    "fc2.bias",
+)
+
+
+class RefinerFileError(ValueError):
+    """A refiner file that cannot be used, with the reason in words."""
+
+
+@dataclass
+class RefinerBundle:
+    """Everything a refiner file carries; this is the DICE_REFINER value passed between nodes."""
+
+    module: Refiner
+    family: str = "unknown"
+    keep_rule: str = "clip_chunk_start"
+    pad_to: int | None = None
+    null_uc: torch.Tensor | None = None  # (1, T, D) embedding of the empty prompt
+    pad_token: torch.Tensor | None = None  # (D,) appended when an encoder emits no padding
+    recipe: dict[str, Any] = field(default_factory=dict)
+    base_model_hash: str | None = None
+    train_step: int = 0
+    loss_history: list[float] = field(default_factory=list)
+    optimizer_state: dict[str, Any] | None = None
+
+    @property
+    def embed_dim(self) -> int:
+        return self.module.embed_dim
+
+    def describe(self) -> str:
+        return (
+            f"DICE refiner for {self.family} (dim {self.embed_dim}, inner {self.module.inner_dim}, "
+            f"{self.module.heads} heads, {self.train_step} steps)"
+        )
+
+    def pad(self, t: torch.Tensor) -> torch.Tensor:
+        if self.pad_to is None or self.pad_token is None:
+            return t
+        return pad_tokens(t, self.pad_to, self.pad_token)
+
+    def refine(self, c: torch.Tensor, uc: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """c' for inference: pads T5-style embeddings, falls back to the stored null embedding."""
+        if uc is None:
+            if self.null_uc is None:
+                raise ValueError(
+                    "this refiner file has no stored null embedding (it was imported from weights only); "
+                    "connect a negative CONDITIONING to use as uc"
+                )
+            uc = self.null_uc
+        with torch.no_grad():
+            return refine(self.module, self.pad(c), self.pad(uc), alpha, self.keep_rule, self.family)
+
+
+def _tensor_dict(bundle: RefinerBundle, include_optimizer: bool) -> dict[str, torch.Tensor]:
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in bundle.module.state_dict().items()}
+    if bundle.null_uc is not None:
+        tensors[NULL_KEY] = bundle.null_uc.detach().to("cpu", torch.float32).contiguous()
+    if bundle.pad_token is not None:
+        tensors[PAD_KEY] = bundle.pad_token.detach().to("cpu", torch.float32).reshape(-1).contiguous()
+    if include_optimizer and bundle.optimizer_state:
+        for name, value in bundle.optimizer_state.get("tensors", {}).items():
+            tensors[OPTIM_PREFIX + name] = value.detach().to("cpu").contiguous()
+    return tensors
+
+
+def save_refiner(path: str, bundle: RefinerBundle, include_optimizer: bool = True) -> str:
+    """Write atomically: a temp file in the same folder, fsync, then rename over the target."""
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "embed_dim": str(bundle.embed_dim),
+        "inner_dim": str(bundle.module.inner_dim),
+        "heads": str(bundle.module.heads),
+        "family": bundle.family,
+        "keep_rule": bundle.keep_rule,
+        "pad_to": "" if bundle.pad_to is None else str(bundle.pad_to),
+        "recipe": json.dumps(bundle.recipe, sort_keys=True),
+        "base_model_hash": bundle.base_model_hash or "",
+        "train_step": str(bundle.train_step),
+        "loss_history": json.dumps([round(float(x), 6) for x in bundle.loss_history]),
+    }
+    if include_optimizer and bundle.optimizer_state:
+        meta["optimizer"] = json.dumps(bundle.optimizer_state.get("meta", {}))
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".dice-", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        save_file(_tensor_dict(bundle, include_optimizer), tmp, metadata=meta)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def _int(meta: dict[str, str], key: str, path: str) -> int:
+    try:
+        return int(meta[key])
+    except (KeyError, ValueError):
+        raise RefinerFileError(f"{path}: metadata field {key!r} is missing or not an integer") from None
+
+
+def _json(meta: dict[str, str], key: str, default: Any) -> Any:
+    raw = meta.get(key)
+    if not raw:
+        return default
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return default
+
+
+def load_refiner(path: str, device: str | torch.device = "cpu") -> RefinerBundle:
+    """Load and validate; every failure is a RefinerFileError that says what is wrong."""
+    if not os.path.isfile(path):
+        raise RefinerFileError(f"refiner file not found: {path}")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise RefinerFileError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from None
+
+    missing = [k for k in WEIGHT_KEYS if k not in tensors]
+    if meta.get("format") != FORMAT_NAME:
+        if missing:
+            raise RefinerFileError(
+                f"{path} is a safetensors file but not a DICE refiner (no 'format: {FORMAT_NAME}' metadata and "
+                f"missing refiner weights such as {missing[0]!r}). Is it a checkpoint or LoRA in the wrong folder?"
+            )
+        # Bare weights with the paper's parameter names: accept, dims from the shapes.
+        meta = {}
+    version = _int(meta, "format_version", path) if meta else FORMAT_VERSION
+    if version > FORMAT_VERSION:
+        raise RefinerFileError(f"{path} uses refiner format {version}; this pack reads up to {FORMAT_VERSION}: update it")
+    if missing:
+        raise RefinerFileError(f"{path} is missing refiner weights: {', '.join(missing)}")
+
+    inner_dim, embed_dim = tensors["fc1.weight"].shape
+    heads = _int(meta, "heads", path) if meta else 8
+    if meta:
+        declared = (_int(meta, "embed_dim", path), _int(meta, "inner_dim", path))
+        if declared != (embed_dim, inner_dim):
+            raise RefinerFileError(
+                f"{path}: metadata says dim {declared[0]}/inner {declared[1]} but weights are {embed_dim}/{inner_dim}"
+            )
+    if heads <= 0 or inner_dim % heads:
+        raise RefinerFileError(f"{path}: inner dim {inner_dim} is not divisible by {heads} heads")
+
+    module = Refiner(embed_dim, inner_dim, heads)
+    expected = module.state_dict()
+    for k in WEIGHT_KEYS:
+        if tensors[k].shape != expected[k].shape:
+            raise RefinerFileError(f"{path}: {k} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}")
+        if not torch.isfinite(tensors[k]).all():
+            raise RefinerFileError(f"{path}: {k} contains NaN or inf; the file was saved from a diverged run")
+    module.load_state_dict({k: tensors[k].float() for k in WEIGHT_KEYS})
+    module.to(device).eval().requires_grad_(False)
+
+    family = meta.get("family", "unknown")
+    keep_rule = meta.get("keep_rule") or family_info(family, 77).keep_rule
+    if keep_rule not in KEEP_RULES:
+        raise RefinerFileError(f"{path}: unknown kept-token rule {keep_rule!r}")
+    null_uc = tensors.get(NULL_KEY)
+    if null_uc is not None and (null_uc.ndim != 3 or null_uc.shape[-1] != embed_dim):
+        raise RefinerFileError(f"{path}: stored null embedding has shape {tuple(null_uc.shape)}, expected (1, T, {embed_dim})")
+    pad_token = tensors.get(PAD_KEY)
+    if pad_token is not None and pad_token.numel() != embed_dim:
+        raise RefinerFileError(f"{path}: stored pad token has {pad_token.numel()} values, expected {embed_dim}")
+
+    optim_tensors = {k[len(OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)}
+    optimizer_state = None
+    if optim_tensors:
+        optimizer_state = {"tensors": optim_tensors, "meta": _json(meta, "optimizer", {})}
+
+    return RefinerBundle(
+        module=module,
+        family=family,
+        keep_rule=keep_rule,
+        pad_to=int(meta["pad_to"]) if meta.get("pad_to") else None,
+        null_uc=null_uc,
+        pad_token=pad_token,
+        recipe=_json(meta, "recipe", {}),
+        base_model_hash=meta.get("base_model_hash") or None,
+        train_step=int(meta.get("train_step") or 0),
+        loss_history=[float(x) for x in _json(meta, "loss_history", [])],
+        optimizer_state=optimizer_state,
+    )

@@ -1,0 +1,132 @@
+"""The DICE refiner ("sharpener" in the paper): c' = c + alpha * R(c, uc).
+
+Parameter names match the paper's official `dice_sharpener.Sharpener` (fc1, attention.to_q/k/v,
+attention.to_out.0, fc2) so that weights trained with the paper's code load unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CLIP_CHUNK = 77
+
+# Which token positions the refiner must leave untouched.
+KEEP_CLIP_CHUNK_START = "clip_chunk_start"  # position 0 of every 77-token CLIP chunk (start token)
+KEEP_FIRST = "first"  # only position 0, whatever the length
+KEEP_NONE = "none"  # T5 and other encoders without a start token
+KEEP_RULES = (KEEP_CLIP_CHUNK_START, KEEP_FIRST, KEEP_NONE)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention, queries from the prompt, keys and values from the null prompt."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"inner dim {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        # A Sequential so the key is `to_out.0`, as in the paper's checkpoint (its index 1 is Dropout).
+        self.to_out = nn.Sequential(nn.Linear(dim, dim))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        h = self.heads
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(t.shape[0], t.shape[1], h, d // h).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)))
+        return self.to_out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Refiner(nn.Module):
+    """Linear(D->inner), ReLU, cross-attention (q from c, k/v from uc), ReLU, Linear(inner->D)."""
+
+    def __init__(self, embed_dim: int, inner_dim: int = 512, heads: int = 8):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.inner_dim = inner_dim
+        self.heads = heads
+        self.fc1 = nn.Linear(embed_dim, inner_dim)
+        self.attention = CrossAttention(inner_dim, heads)
+        self.fc2 = nn.Linear(inner_dim, embed_dim)
+
+    def forward(self, c: torch.Tensor, uc: torch.Tensor) -> torch.Tensor:
+        q = F.relu(self.fc1(c))
+        kv = F.relu(self.fc1(uc))
+        return self.fc2(F.relu(self.attention(q, kv)))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def keep_mask(num_tokens: int, rule: str, device=None) -> torch.Tensor:
+    """Boolean (T,) mask, True where the token must stay exactly as the text encoder made it."""
+    if rule not in KEEP_RULES:
+        raise ValueError(f"unknown kept-token rule {rule!r}; expected one of {KEEP_RULES}")
+    mask = torch.zeros(num_tokens, dtype=torch.bool, device=device)
+    if rule == KEEP_CLIP_CHUNK_START:
+        mask[::CLIP_CHUNK] = True
+    elif rule == KEEP_FIRST and num_tokens:
+        mask[0] = True
+    return mask
+
+
+def check_embeddings(c: torch.Tensor, uc: torch.Tensor, embed_dim: int, family: str = "unknown") -> None:
+    """Raise a clear error for shapes and values the refiner cannot use."""
+    for name, t in (("conditioning", c), ("negative/null conditioning", uc)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 3:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a (batch, tokens, dim) tensor, got {shape}")
+        if t.shape[-1] != embed_dim:
+            raise ValueError(
+                f"{name} has embedding dim {t.shape[-1]}, but this refiner was trained for dim {embed_dim} "
+                f"(model family: {family}). Load a refiner trained for the checkpoint you are sampling with."
+            )
+        if t.shape[1] == 0:
+            raise ValueError(f"{name} has no tokens")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or inf values; check the text encoder and any nodes before this one")
+    if uc.shape[0] not in (1, c.shape[0]):
+        raise ValueError(
+            f"negative/null conditioning has batch {uc.shape[0]}, which cannot pair with the prompt's batch "
+            f"{c.shape[0]}: give one negative, or one per prompt"
+        )
+
+
+def pad_tokens(t: torch.Tensor, length: int, pad_token: torch.Tensor) -> torch.Tensor:
+    """Extend (B,T,D) to `length` tokens with `pad_token` (D,), for encoders that emit no padding (T5)."""
+    missing = length - t.shape[1]
+    if missing <= 0:
+        return t
+    pad = pad_token.to(device=t.device, dtype=t.dtype).reshape(1, 1, -1).expand(t.shape[0], missing, -1)
+    return torch.cat([t, pad], dim=1)
+
+
+def refine(
+    refiner: Refiner,
+    c: torch.Tensor,
+    uc: torch.Tensor,
+    alpha: float = 1.0,
+    keep_rule: str = KEEP_CLIP_CHUNK_START,
+    family: str = "unknown",
+) -> torch.Tensor:
+    """Return c + alpha * R(c, uc) with kept positions restored; dtype and device follow c.
+
+    Differentiable with respect to the refiner's parameters, so training uses this same function.
+    """
+    check_embeddings(c, uc, refiner.embed_dim, family)
+    if uc.shape[0] == 1 and c.shape[0] > 1:
+        uc = uc.expand(c.shape[0], -1, -1)
+    param = next(refiner.parameters())
+    delta = refiner(c.to(device=param.device, dtype=param.dtype), uc.to(device=param.device, dtype=param.dtype))
+    delta = delta.to(device=c.device, dtype=c.dtype)
+    mask = keep_mask(c.shape[1], keep_rule, device=c.device)
+    delta = delta.masked_fill(mask[None, :, None], 0.0)
+    return c + alpha * delta

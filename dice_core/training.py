@@ -1,0 +1,328 @@
+"""The DICE training loop in pure torch. The diffusion model is reached only through a `Denoiser`,
+so ComfyUI (nodes/comfy_bridge.py), the command-line trainer and the tests share this one loop."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .fileformat import RefinerBundle
+from .refiner import Refiner, refine
+
+# The paper's recipe, and the one the toy world measured as better (see BENCHMARKS.md):
+# train on states of the teacher's own CFG trajectories, one timestep per sample, x0-space loss,
+# a higher learning rate with warm-up and cosine decay.
+RECIPES = {
+    "paper": dict(data="noised", timestep="shared", loss_space="eps", lr=2e-4, schedule="constant", warmup=0),
+    "dice-pack": dict(data="trajectory", timestep="per_sample", loss_space="x0", lr=3e-3, schedule="cosine", warmup=50),
+}
+DEFAULT_RECIPE = "dice-pack"
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16
+    guidance_scale: float = 5.0
+    lr: float = 3e-3
+    lr_end: float = 1e-5
+    weight_decay: float = 0.01
+    schedule: str = "cosine"  # constant | cosine
+    warmup: int = 50
+    loss: str = "l1"  # l1 | l2
+    loss_space: str = "x0"  # eps (the paper) | x0 (eps error times sigma, capped)
+    x0_cap: float = 5.0
+    timestep: str = "per_sample"  # per_sample | shared (the paper: one timestep per batch)
+    data: str = "trajectory"  # trajectory (teacher CFG states) | noised (x0 noised at random levels)
+    teacher_steps: int = 20
+    samples_per_prompt: int = 4
+    seed: int = 0
+    save_every: int = 0
+    recipe: str = DEFAULT_RECIPE
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        choices = {
+            "schedule": ("constant", "cosine"),
+            "loss": ("l1", "l2"),
+            "loss_space": ("eps", "x0"),
+            "timestep": ("per_sample", "shared"),
+            "data": ("trajectory", "noised"),
+        }
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+
+    @classmethod
+    def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides) -> "TrainConfig":
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
+        cfg = cls(recipe=recipe, **RECIPES[recipe])
+        return replace(cfg, **overrides)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Denoiser(Protocol):
+    """What the loop needs from a diffusion model. Predictions are denoised x0, as ComfyUI returns."""
+
+    def sigma_schedule(self, steps: int) -> torch.Tensor: ...  # descending, ends with 0
+
+    def random_sigmas(self, n: int, generator: torch.Generator) -> torch.Tensor: ...
+
+    def noise_latent(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor: ...
+
+    def teacher(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def student(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor, c: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class PromptBank:
+    """Prompt embeddings as the student sees them (padded where the family needs it) and the uc."""
+
+    c: torch.Tensor  # (N, T, D)
+    uc: torch.Tensor  # (1, T', D)
+
+    def __len__(self) -> int:
+        return self.c.shape[0]
+
+
+@dataclass
+class TrainingData:
+    """Cached teacher states. trajectory: x_t, sigma, prompt index and CFG x0 target. noised: x0 only."""
+
+    x: torch.Tensor
+    idx: torch.Tensor
+    sigma: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    step_of_sample: torch.Tensor | None = None  # which sampler step a trajectory state came from
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def cfg_combine(x0_c: torch.Tensor, x0_uc: torch.Tensor, w: float) -> torch.Tensor:
+    # CFG is linear, so combining in x0 space equals combining eps and converting.
+    return x0_uc + w * (x0_c - x0_uc)
+
+
+@torch.no_grad()
+def teacher_trajectories(
+    denoiser: Denoiser,
+    num_prompts: int,
+    latent_shape: tuple[int, ...],
+    cfg: TrainConfig,
+    progress: Callable[[int, int], None] | None = None,
+    keep_states: bool = True,
+) -> TrainingData:
+    """Data-free training data: the teacher samples each prompt at cfg=w with Euler (DDIM for eps
+    models) from seeded noise, recording every state with its CFG target and the final x0."""
+    sigmas = denoiser.sigma_schedule(cfg.teacher_steps)
+    g = torch.Generator().manual_seed(cfg.seed + 7919)
+    idx_all = torch.arange(num_prompts).repeat_interleave(cfg.samples_per_prompt)
+    xs, ts, ids, targets, steps_of, finals = [], [], [], [], [], []
+    chunks = idx_all.split(max(1, cfg.batch_size))
+    total = len(chunks) * (len(sigmas) - 1)
+    done = 0
+    for idx in chunks:
+        noise = torch.randn((len(idx), *latent_shape), generator=g)
+        x = denoiser.noise_latent(torch.zeros_like(noise), noise, sigmas[:1].expand(len(idx)))
+        for i in range(len(sigmas) - 1):
+            s = sigmas[i].expand(len(idx))
+            x0_c, x0_uc = denoiser.teacher(x, s, idx)
+            target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale)
+            if keep_states:
+                xs.append(x.cpu())
+                ts.append(s.cpu())
+                ids.append(idx)
+                targets.append(target.cpu())
+                steps_of.append(torch.full((len(idx),), i))
+            d = (x - target) / s.view(-1, *[1] * (x.ndim - 1))
+            x = x + d * (sigmas[i + 1] - sigmas[i])
+            done += 1
+            if progress:
+                progress(done, total)
+        finals.append((x.cpu(), idx))
+    if not keep_states:
+        return TrainingData(x=torch.cat([f[0] for f in finals]), idx=torch.cat([f[1] for f in finals]))
+    return TrainingData(
+        x=torch.cat(xs), idx=torch.cat(ids), sigma=torch.cat(ts), target=torch.cat(targets), step_of_sample=torch.cat(steps_of)
+    )
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.schedule == "constant":
+        return cfg.lr * warm
+    return warm * (cfg.lr_end + 0.5 * (cfg.lr - cfg.lr_end) * (1 + math.cos(math.pi * step / cfg.steps)))
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    # Each step draws from its own stream, so a resumed run sees exactly the batches it would have.
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def sample_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int):
+    g = _step_generator(cfg.seed, step)
+    n = cfg.batch_size
+    if cfg.data == "trajectory":
+        if data.target is None:
+            raise ValueError("trajectory training needs teacher states; build them with teacher_trajectories()")
+        if cfg.timestep == "shared":
+            # One sampler step for the whole batch, as the paper shares one timestep.
+            k = int(torch.randint(0, int(data.step_of_sample.max()) + 1, (1,), generator=g))
+            pool = (data.step_of_sample == k).nonzero()[:, 0]
+            j = pool[torch.randint(0, len(pool), (n,), generator=g)]
+        else:
+            j = torch.randint(0, len(data), (n,), generator=g)
+        return data.x[j], data.sigma[j], data.idx[j], data.target[j]
+    j = torch.randint(0, len(data), (n,), generator=g)
+    x0 = data.x[j]
+    count = 1 if cfg.timestep == "shared" else n
+    sigma = denoiser.random_sigmas(count, g).expand(n) if count == 1 else denoiser.random_sigmas(n, g)
+    noise = torch.randn(x0.shape, generator=g)
+    return denoiser.noise_latent(x0, noise, sigma), sigma, data.idx[j], None
+
+
+def distillation_loss(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Per-sample loss between x0 predictions, expressed in eps or (capped) x0 units."""
+    s = sigma.to(pred.dtype).view(-1, *[1] * (pred.ndim - 1))
+    d = pred - target
+    # eps = (x - x0) / sigma, so an eps error is the x0 error divided by sigma.
+    d = d / s if cfg.loss_space == "eps" else d * (cfg.x0_cap / s).clamp(max=1.0)
+    per = d.abs() if cfg.loss == "l1" else d.pow(2)
+    return per.flatten(1).mean(1)
+
+
+def optimizer_state_tensors(opt: torch.optim.Optimizer, module: Refiner) -> dict:
+    names = {id(p): n for n, p in module.named_parameters()}
+    tensors, steps = {}, {}
+    for p, st in opt.state.items():
+        n = names[id(p)]
+        for k in ("exp_avg", "exp_avg_sq"):
+            tensors[f"{n}.{k}"] = st[k].detach().float().cpu()
+        steps[n] = float(st["step"])
+    return {"tensors": tensors, "meta": {"step": steps}}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, module: Refiner, state: dict) -> None:
+    tensors, steps = state.get("tensors", {}), state.get("meta", {}).get("step", {})
+    for n, p in module.named_parameters():
+        if f"{n}.exp_avg" not in tensors:
+            continue
+        opt.state[p] = {
+            "step": torch.tensor(float(steps.get(n, 0.0))),
+            "exp_avg": tensors[f"{n}.exp_avg"].to(p.device, p.dtype).clone(),
+            "exp_avg_sq": tensors[f"{n}.exp_avg_sq"].to(p.device, p.dtype).clone(),
+        }
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    bundle: RefinerBundle
+    losses: list[float] = field(default_factory=list)
+    steps_done: int = 0
+
+
+def train_refiner(
+    bundle: RefinerBundle,
+    denoiser: Denoiser,
+    bank: PromptBank,
+    data: TrainingData,
+    cfg: TrainConfig,
+    on_step: Callable[[int, float], None] | None = None,
+    save_checkpoint: Callable[[RefinerBundle], None] | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> TrainResult:
+    """Train `bundle.module` in place from `bundle.train_step` up to `cfg.steps`.
+
+    on_step may raise (ComfyUI's interrupt does); the current state is then checkpointed before the
+    exception propagates, so a cancel loses nothing. A non-finite loss stops without saving it.
+    """
+    cfg.validate()
+    module = bundle.module
+    device = next(module.parameters()).device
+    module.train().requires_grad_(True)
+    opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if bundle.optimizer_state:
+        restore_optimizer(opt, module, bundle.optimizer_state)
+    uc = bank.uc.to(device)
+    losses = list(bundle.loss_history)
+    start = bundle.train_step
+    use_autocast = autocast_dtype is not None and device.type == "cuda"
+
+    def snapshot(step: int) -> RefinerBundle:
+        bundle.train_step = step
+        bundle.loss_history = losses
+        bundle.optimizer_state = optimizer_state_tensors(opt, module)
+        bundle.recipe = cfg.as_dict()
+        return bundle
+
+    completed = start
+    try:
+        for step in range(start, cfg.steps):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            x, sigma, idx, target = sample_batch(denoiser, data, cfg, step)
+            x, sigma = x.to(device), sigma.to(device)
+            if target is None:
+                x0_c, x0_uc = denoiser.teacher(x, sigma, idx)
+                target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale)
+            target = target.to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=use_autocast):
+                c_refined = refine(module, bank.c[idx].to(device), uc, 1.0, bundle.keep_rule, bundle.family)
+                pred = denoiser.student(x, sigma, idx, c_refined)
+            loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"training loss became {value} at step {step + 1}; stopped without saving this step. "
+                    "Lower the learning rate, or use float32 autocast; the last periodic checkpoint is kept."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(value)
+            completed = step + 1
+            if save_checkpoint and cfg.save_every and completed % cfg.save_every == 0 and completed < cfg.steps:
+                save_checkpoint(snapshot(completed))
+            if on_step:
+                on_step(completed, value)
+    except NonFiniteLossError:
+        module.eval().requires_grad_(False)
+        raise
+    except BaseException:
+        # Interrupted (cancel, KeyboardInterrupt, OOM): keep what was learned up to the last full step.
+        if save_checkpoint and completed > start:
+            save_checkpoint(snapshot(completed))
+        module.eval().requires_grad_(False)
+        raise
+    module.eval().requires_grad_(False)
+    snapshot(cfg.steps)
+    return TrainResult(bundle=bundle, losses=losses, steps_done=cfg.steps - start)
+
+
+@torch.no_grad()
+def sharpening_pattern(bundle: RefinerBundle, bank: PromptBank) -> torch.Tensor:
+    """Mean |c' - c| per token position over the prompts: the paper's "sharpening pattern"."""
+    device = next(bundle.module.parameters()).device
+    diffs = []
+    for chunk in bank.c.split(64):
+        c = chunk.to(device)
+        diffs.append((refine(bundle.module, c, bank.uc.to(device), 1.0, bundle.keep_rule) - c).abs().mean(-1).cpu())
+    return torch.cat(diffs).mean(0)

@@ -1,0 +1,198 @@
+"""Glue between ComfyUI objects (MODEL, CLIP, CONDITIONING) and dice_core.
+
+Everything that touches `comfy` lives here, so dice_core stays pure torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+
+import torch
+
+import comfy.model_management
+import comfy.sampler_helpers
+import comfy.samplers
+from dice_core.families import FamilyInfo, family_info
+from dice_core.refiner import pad_tokens
+
+log = logging.getLogger("ComfyUI-DICE")
+
+
+def family_of(model_patcher) -> str:
+    return type(model_patcher.model.model_config).__name__
+
+
+def model_fingerprint(model_patcher) -> str:
+    """A cheap provenance hash: parameter names, shapes and a sample of values from a few tensors."""
+    h = hashlib.sha256()
+    sd = model_patcher.model.diffusion_model.state_dict()
+    keys = sorted(sd)
+    for k in keys:
+        h.update(f"{k}:{tuple(sd[k].shape)};".encode())
+    for k in keys[:: max(1, len(keys) // 8)]:
+        h.update(sd[k].detach().flatten()[:4096].to("cpu", torch.float32).numpy().tobytes())
+    return "sha256-sample:" + h.hexdigest()[:32]
+
+
+def encode_prompt(clip, text: str) -> list:
+    """What ComfyUI's CLIPTextEncode does, so the refiner sees exactly the user's conditioning."""
+    if clip is None:
+        raise RuntimeError("a CLIP (text encoder) input is required to encode prompts")
+    return clip.encode_from_tokens_scheduled(clip.tokenize(text))
+
+
+def conditioning_batch(entries: list[list]) -> tuple[torch.Tensor, dict]:
+    """Stack single-prompt CONDITIONING entries into one batched entry (B,T,D) + batched extras."""
+    tensors = [e[0] for e in entries]
+    lengths = {t.shape[1] for t in tensors}
+    if len(lengths) > 1:
+        raise ValueError(f"cannot batch prompts of different token lengths {sorted(lengths)}")
+    extras = dict(entries[0][1])
+    pooled = [e[1].get("pooled_output") for e in entries]
+    if all(p is not None for p in pooled):
+        extras["pooled_output"] = torch.cat(pooled)
+    return torch.cat(tensors), extras
+
+
+class ComfyDenoiser:
+    """dice_core's Denoiser on a ComfyUI ModelPatcher, through calc_cond_batch so every family's
+    extra conditioning (SDXL pooled and size inputs, PixArt resolution) is applied by ComfyUI."""
+
+    def __init__(self, model_patcher, prompts: list[list], uc_entry: list, device, pad_to: int | None, pad_token):
+        self.patcher = model_patcher
+        self.model = model_patcher.model
+        self.ms = self.model.model_sampling
+        self.device = device
+        self.model_options = model_patcher.model_options
+        self.prompts = prompts  # one [tensor (1,T,D), dict] per prompt, as the text encoder made it
+        self.uc_entry = uc_entry
+        self.pad_to = pad_to
+        self.pad_token = pad_token
+        self.lengths = torch.tensor([p[0].shape[1] for p in prompts])
+        self.dtype = self.model.get_dtype()
+
+    # ---- schedule -------------------------------------------------------------------------
+    def sigma_schedule(self, steps: int) -> torch.Tensor:
+        return comfy.samplers.calculate_sigmas(self.ms, "normal", steps).float().cpu()
+
+    def random_sigmas(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        sig = getattr(self.ms, "sigmas", None)
+        if sig is not None and sig.ndim == 1 and len(sig) > 1:
+            t = torch.randint(0, len(sig), (n,), generator=generator)
+            return sig.detach().float().cpu()[t]
+        u = torch.rand(n, generator=generator)
+        return torch.tensor([float(self.ms.percent_to_sigma(float(p))) for p in u])
+
+    def noise_latent(self, x0, noise, sigma):
+        return self.ms.noise_scaling(sigma.view(-1, *[1] * (x0.ndim - 1)).to(x0), noise, x0)
+
+    # ---- model calls ----------------------------------------------------------------------
+    def _encode(self, tensor: torch.Tensor, extras: dict, x: torch.Tensor, prompt_type: str) -> list[dict]:
+        conds = comfy.sampler_helpers.convert_cond([[tensor, extras]])
+        return comfy.samplers.encode_model_conds(self.model.extra_conds, conds, x, x.device, prompt_type, latent_image=x)
+
+    def _uc_for(self, n: int, length: int | None = None) -> tuple[torch.Tensor, dict]:
+        t, extras = self.uc_entry
+        if length is not None:
+            t = pad_tokens(t, length, self.pad_token) if self.pad_token is not None else t
+        extras = dict(extras)
+        if extras.get("pooled_output") is not None:
+            extras["pooled_output"] = extras["pooled_output"].expand(n, -1)
+        return t.expand(n, -1, -1), extras
+
+    @torch.no_grad()
+    def teacher(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor):
+        """cond and uncond in one batched call (per group of equal token length, for T5 models)."""
+        x, sigma = x.to(self.device), sigma.to(self.device)
+        x0_c = torch.empty_like(x)
+        x0_uc = torch.empty_like(x)
+        for length in self.lengths[idx].unique().tolist():
+            rows = (self.lengths[idx] == length).nonzero()[:, 0]
+            c, extras = conditioning_batch([self.prompts[int(i)] for i in idx[rows]])
+            uc, uc_extras = self._uc_for(len(rows))
+            xr = x[rows]
+            out_c, out_uc = comfy.samplers.calc_cond_batch(
+                self.model,
+                [self._encode(c.to(self.device), extras, xr, "positive"), self._encode(uc.to(self.device), uc_extras, xr, "negative")],
+                xr,
+                sigma[rows],
+                self.model_options,
+            )
+            x0_c[rows], x0_uc[rows] = out_c, out_uc
+        return x0_c, x0_uc
+
+    def student(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor, c_refined: torch.Tensor):
+        _, extras = conditioning_batch([[self.prompts[int(i)][0][:, :1], self.prompts[int(i)][1]] for i in idx])
+        conds = self._encode(c_refined, extras, x, "positive")
+        return comfy.samplers.calc_cond_batch(self.model, [conds], x, sigma, self.model_options)[0]
+
+    def student_bank(self, info: FamilyInfo) -> torch.Tensor:
+        """The prompts as the student sees them: padded to a fixed length for T5-style encoders."""
+        tensors = [p[0] for p in self.prompts]
+        if self.pad_to is not None:
+            target = max(self.pad_to, max(t.shape[1] for t in tensors))
+            tensors = [pad_tokens(t, target, self.pad_token) for t in tensors]
+        lengths = {t.shape[1] for t in tensors}
+        if len(lengths) > 1:
+            raise ValueError(
+                f"the prompts encode to different token lengths {sorted(lengths)} (CLIP uses 77 per 75 words): "
+                "keep every training prompt under 75 tokens, or train long and short prompts separately"
+            )
+        return torch.cat(tensors)
+
+
+@contextlib.contextmanager
+def trainable_view(model_patcher, gradient_checkpointing: bool = False):
+    """Make the frozen model usable for backprop without changing what other nodes see.
+
+    Nodes run under torch.inference_mode, so loaded weights are inference tensors that autograd
+    refuses to save. Swap each such tensor for a normal copy for the duration of training and put
+    the very same original objects back afterwards; requires_grad flags are restored too.
+    """
+    comfy.model_management.load_models_gpu([model_patcher], force_full_load=True)
+    model = model_patcher.model
+    swapped = []
+    flags = []
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is None:
+                    continue
+                if isinstance(t, torch.nn.Parameter):
+                    flags.append((t, t.requires_grad))
+                if t.is_inference():
+                    copy = t.detach().clone()
+                    store[name] = torch.nn.Parameter(copy, requires_grad=False) if isinstance(t, torch.nn.Parameter) else copy
+                    swapped.append((store, name, t))
+    for p, _ in flags:
+        p.requires_grad_(False)
+    for store, name, _ in swapped:
+        if isinstance(store[name], torch.nn.Parameter):
+            store[name].requires_grad_(False)
+    patched = []
+    if gradient_checkpointing:
+        from comfy_extras.nodes_train import find_all_highest_child_module_with_forward, patch, unpatch
+
+        patched = find_all_highest_child_module_with_forward(model.diffusion_model)
+        for m in patched:
+            patch(m)
+    model_patcher.pre_run()
+    try:
+        yield model
+    finally:
+        model_patcher.cleanup()
+        if patched:
+            for m in model.modules():
+                unpatch(m)
+        for store, name, original in swapped:
+            store[name] = original
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        if swapped:
+            log.info("DICE: restored %d original model tensors after training", len(swapped))
+
+
+def family_for(model_patcher, num_tokens: int) -> FamilyInfo:
+    return family_info(family_of(model_patcher), num_tokens)

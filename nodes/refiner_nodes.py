@@ -1,0 +1,137 @@
+"""DICE Load Refiner, DICE Save Refiner and DICE Refine Conditioning (V3 schema)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import folder_paths
+from comfy_api.latest import io
+
+from dice_core.fileformat import RefinerBundle, load_refiner, save_refiner
+
+from .paths import FOLDER, next_free_path, register_dice_folder
+
+log = logging.getLogger("ComfyUI-DICE")
+DiceRefiner = io.Custom("DICE_REFINER")
+CATEGORY = "conditioning/DICE"
+
+
+def _uc_from_negative(negative) -> "object | None":
+    if negative is None:
+        return None
+    if len(negative) == 0:
+        raise ValueError("the negative CONDITIONING is empty; disconnect it to use the refiner's stored null prompt")
+    if len(negative) > 1:
+        log.warning("DICE: negative CONDITIONING has %d entries; the first is used as uc", len(negative))
+    return negative[0][0]
+
+
+def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0) -> list:
+    """A new CONDITIONING list: every entry's tensor refined, every dict copied with keys untouched."""
+    if not positive:
+        raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
+    uc = _uc_from_negative(negative)
+    out = []
+    for tensor, extras in positive:
+        out.append([refiner.refine(tensor, uc, strength), dict(extras)])
+    return out
+
+
+class DiceLoadRefiner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        register_dice_folder()
+        return io.Schema(
+            node_id="DiceLoadRefiner",
+            display_name="DICE Load Refiner",
+            category=CATEGORY,
+            description="Loads a DICE refiner (.safetensors) from models/dice. A refiner is trained for one checkpoint "
+            "family; its file records which.",
+            inputs=[
+                io.Combo.Input(
+                    "refiner_name",
+                    options=folder_paths.get_filename_list(FOLDER),
+                    tooltip="Refiner file in models/dice. Train one with DICE Train Refiner and save it with DICE Save Refiner.",
+                ),
+            ],
+            outputs=[DiceRefiner.Output(display_name="refiner", tooltip="The refiner, for DICE Refine Conditioning.")],
+        )
+
+    @classmethod
+    def execute(cls, refiner_name: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path_or_raise(FOLDER, refiner_name)
+        bundle = load_refiner(path)
+        log.info("DICE: loaded %s from %s", bundle.describe(), path)
+        return io.NodeOutput(bundle)
+
+
+class DiceSaveRefiner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiceSaveRefiner",
+            display_name="DICE Save Refiner",
+            category=CATEGORY,
+            description="Saves a refiner to models/dice/<prefix>_NNNNN.safetensors (atomic write), with metadata "
+            "about the model family and training recipe.",
+            is_output_node=True,
+            inputs=[
+                DiceRefiner.Input("refiner", tooltip="The refiner to save, usually from DICE Train Refiner."),
+                io.String.Input(
+                    "filename_prefix",
+                    default="dice_refiner",
+                    tooltip="File name prefix inside models/dice; sub-folders allowed (e.g. sdxl/my_refiner).",
+                ),
+                io.Boolean.Input(
+                    "keep_optimizer_state",
+                    default=True,
+                    tooltip="Also store the optimizer state so training can resume exactly from this file "
+                    "(makes the file about 3x larger).",
+                ),
+            ],
+            outputs=[],
+        )
+
+    @classmethod
+    def execute(cls, refiner: RefinerBundle, filename_prefix: str, keep_optimizer_state: bool = True) -> io.NodeOutput:
+        path = save_refiner(next_free_path(filename_prefix), refiner, include_optimizer=keep_optimizer_state)
+        name = os.path.relpath(path, register_dice_folder())
+        log.info("DICE: saved %s to %s", refiner.describe(), path)
+        return io.NodeOutput(ui={"text": [f"saved models/{FOLDER}/{name}"]})
+
+
+class DiceRefineConditioning(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="DiceRefineConditioning",
+            display_name="DICE Refine Conditioning",
+            category=CATEGORY,
+            description="Rewrites the prompt embedding with a DICE refiner (c' = c + strength * R(c, uc)) so that "
+            "KSampler at cfg 1.0 gives CFG-like images with one model pass per step instead of two.",
+            inputs=[
+                io.Conditioning.Input("positive", tooltip="Prompt conditioning from CLIP Text Encode."),
+                DiceRefiner.Input("refiner", tooltip="A refiner trained for this checkpoint (DICE Load Refiner)."),
+                io.Float.Input(
+                    "strength",
+                    default=1.0,
+                    min=0.0,
+                    max=3.0,
+                    step=0.05,
+                    tooltip="alpha in c' = c + alpha*R(c, uc). 1.0 reproduces the guidance the refiner was trained for; "
+                    "higher sharpens more, 0 leaves the prompt unchanged.",
+                ),
+                io.Conditioning.Input(
+                    "negative",
+                    optional=True,
+                    tooltip="Optional negative prompt used as uc. If unconnected, the empty-prompt embedding stored in "
+                    "the refiner file is used. Sample with cfg 1.0: the negative is not passed to KSampler.",
+                ),
+            ],
+            outputs=[io.Conditioning.Output(display_name="refined", tooltip="Refined prompt; use with KSampler at cfg 1.0.")],
+        )
+
+    @classmethod
+    def execute(cls, positive, refiner: RefinerBundle, strength: float = 1.0, negative=None) -> io.NodeOutput:
+        return io.NodeOutput(refine_conditioning(refiner, positive, negative, strength))

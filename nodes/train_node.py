@@ -1,0 +1,204 @@
+"""DICE Train Refiner: distils the loaded checkpoint's CFG into a refiner, inside ComfyUI."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+from comfy_api.latest import io
+from dice_core.fileformat import RefinerBundle, save_refiner
+from dice_core.plots import loss_curve_image, token_bar_image
+from dice_core.training import DEFAULT_RECIPE, RECIPES, TrainConfig
+
+from .comfy_bridge import encode_prompt, family_for
+from .paths import dice_folder
+from .refiner_nodes import CATEGORY, DiceRefiner
+from .training_session import run_training, token_groups
+
+log = logging.getLogger("ComfyUI-DICE")
+NO_FILE = "(none)"
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def prompt_files() -> list[str]:
+    root = folder_paths.get_input_directory()
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.lower().endswith(".txt"):
+                found.append(os.path.relpath(os.path.join(dirpath, f), root))
+    return [NO_FILE] + sorted(found)
+
+
+def read_prompts(text: str, file_name: str) -> list[str]:
+    lines = [line.strip() for line in (text or "").splitlines()]
+    if file_name and file_name != NO_FILE:
+        path = os.path.join(folder_paths.get_input_directory(), file_name)
+        if not os.path.isfile(path):
+            raise ValueError(f"prompts file not found in ComfyUI's input folder: {file_name}")
+        with open(path, encoding="utf-8") as f:
+            lines += [line.strip() for line in f]
+    return [p for p in lines if p and not p.startswith("#")]
+
+
+class DiceTrainRefiner(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        recipes = list(RECIPES)
+        return io.Schema(
+            node_id="DiceTrainRefiner",
+            display_name="DICE Train Refiner",
+            category=CATEGORY,
+            description="Trains a DICE refiner for the connected checkpoint: the checkpoint at cfg=w is the teacher, and "
+            "the refiner learns to rewrite prompts so one pass at cfg 1.0 matches it. Data-free by default: the teacher "
+            "samples its own training latents from your prompts.",
+            inputs=[
+                io.Model.Input("model", tooltip="The checkpoint to distil; it is the frozen CFG teacher and is not modified."),
+                io.Clip.Input("clip", optional=True, tooltip="Text encoder of the checkpoint, used to encode the prompts "
+                              "and the empty prompt. Optional if 'conditioning' and 'negative' are connected."),
+                io.String.Input("prompts", multiline=True, default="a photo of a cat\na watercolor painting of a lighthouse",
+                                tooltip="Training prompts, one per line (lines starting with # are ignored). "
+                                "Use prompts like the ones you will generate with; a few dozen or more work best."),
+                io.Combo.Input("prompts_file", options=prompt_files(), default=NO_FILE,
+                               tooltip="Optional .txt file in ComfyUI's input folder with more prompts, one per line."),
+                io.Int.Input("steps", default=1000, min=1, max=1_000_000,
+                             tooltip="Optimizer updates (the paper used 8000 at batch 128 on SD1.5). When resuming, the total "
+                             "to reach, counting the steps already done."),
+                io.Int.Input("batch_size", default=8, min=1, max=1024, tooltip="Samples per update. Larger is smoother but "
+                             "needs more memory (gradient checkpointing helps)."),
+                io.Float.Input("guidance_scale", default=5.0, min=1.0, max=30.0, step=0.1,
+                               tooltip="The CFG scale w the refiner learns to reproduce at cfg 1.0 (the paper: 5)."),
+                io.Combo.Input("recipe", options=recipes, default=DEFAULT_RECIPE,
+                               tooltip="dice-pack: teacher trajectories, one timestep per sample, x0-space loss, lr 3e-3 with "
+                               "cosine decay (best in this pack's measurements). paper: noised latents, one timestep per "
+                               "batch, eps loss, constant lr 2e-4 (Zhou et al.)."),
+                io.Float.Input("learning_rate", default=0.0, min=0.0, max=1.0, step=0.0001, round=0.00001,
+                               tooltip="AdamW learning rate; 0 uses the recipe's (3e-3 dice-pack, 2e-4 paper)."),
+                io.Combo.Input("loss", options=["auto", "l1", "l2"], default="auto",
+                               tooltip="auto follows the paper per family: L1 for SD1.5-like, L2 for SDXL and others."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=False,
+                             tooltip="Seeds the refiner's initial weights, the teacher's noise and the batch order. "
+                             "Same seed and inputs on the CPU give the same refiner."),
+                io.Int.Input("width", default=512, min=64, max=4096, step=8,
+                             tooltip="Image width of the teacher's data-free samples; use the resolution you generate at."),
+                io.Int.Input("height", default=512, min=64, max=4096, step=8, tooltip="Image height of the data-free samples."),
+                io.Int.Input("samples_per_prompt", default=4, min=1, max=256,
+                             tooltip="Teacher samples (seeds) per prompt in data-free mode."),
+                io.Int.Input("teacher_steps", default=20, min=2, max=200,
+                             tooltip="Sampling steps of the teacher's data-free runs; each step's state becomes training data."),
+                io.Int.Input("save_every", default=0, min=0, max=1_000_000,
+                             tooltip="Write a resumable checkpoint to models/dice/<prefix>_checkpoint.safetensors every N "
+                             "steps (0: only on cancel). Load it with DICE Load Refiner and connect it to resume_from."),
+                io.String.Input("filename_prefix", default="dice_refiner",
+                                tooltip="Prefix of the checkpoint file inside models/dice."),
+                DiceRefiner.Input("resume_from", optional=True,
+                                  tooltip="Continue training this refiner (with its optimizer state and step count)."),
+                io.Latent.Input("latents", optional=True,
+                                tooltip="Optional real images as latents (VAE Encode), one per prompt line, in the same order: "
+                                "the paper's setting. Without them the teacher makes its own."),
+                io.Conditioning.Input("conditioning", optional=True,
+                                      tooltip="Optional ready prompt conditioning; each entry is one training prompt."),
+                io.Conditioning.Input("negative", optional=True,
+                                      tooltip="Optional uc to distil against (e.g. a fixed negative prompt). "
+                                      "Default: the empty prompt."),
+                io.Boolean.Input("gradient_checkpointing", default=False,
+                                 tooltip="Recompute activations in the backward pass: much less memory, about 30% slower."),
+                io.Combo.Input("autocast", options=list(AUTOCAST), default="bf16",
+                               tooltip="Mixed precision on CUDA GPUs (ignored on the CPU)."),
+            ],
+            outputs=[
+                DiceRefiner.Output(display_name="refiner", tooltip="The trained refiner: save it or refine conditioning."),
+                io.Image.Output(display_name="loss_plot", tooltip="Distillation loss over the steps."),
+                io.Image.Output(display_name="sharpening_plot",
+                                tooltip="Mean |c' - c| per token position: which tokens the refiner changes."),
+            ],
+        )
+
+    @classmethod
+    def execute(
+        cls, model, prompts: str, prompts_file: str, steps: int, batch_size: int, guidance_scale: float, recipe: str,
+        learning_rate: float, loss: str, seed: int, width: int, height: int, samples_per_prompt: int, teacher_steps: int,
+        save_every: int, filename_prefix: str, gradient_checkpointing: bool, autocast: str, clip=None, resume_from=None,
+        latents=None, conditioning=None, negative=None,
+    ) -> io.NodeOutput:
+        texts = read_prompts(prompts, prompts_file)
+        entries = [list(e) for e in conditioning] if conditioning else []
+        entries += [encode_prompt(clip, t)[0] for t in texts]
+        if not entries:
+            raise ValueError("no training prompts: type some in 'prompts' (one per line), pick a prompts file, "
+                             "or connect 'conditioning'")
+        if negative:
+            uc_entry = list(negative[0])
+        else:
+            uc_entry = encode_prompt(clip, "")[0] if clip is not None else None
+            if uc_entry is None:
+                raise ValueError("connect 'clip' (to encode the empty prompt) or a 'negative' conditioning to use as uc")
+        info = family_for(model, entries[0][0].shape[1])
+        overrides = dict(steps=steps, batch_size=batch_size, guidance_scale=guidance_scale, seed=seed,
+                         loss=info.default_loss if loss == "auto" else loss, save_every=save_every,
+                         samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps)
+        if learning_rate > 0:
+            overrides["lr"] = learning_rate
+        cfg = TrainConfig.from_recipe(recipe, **overrides)
+        samples = latents["samples"] if latents is not None else None
+
+        checkpoint_path = os.path.join(dice_folder(), f"{filename_prefix}_checkpoint.safetensors")
+        os.makedirs(os.path.dirname(checkpoint_path), exist_ok=True)
+
+        def save_checkpoint(bundle: RefinerBundle) -> None:
+            save_refiner(checkpoint_path, bundle)
+            log.info("DICE: checkpoint at step %d written to %s", bundle.train_step, checkpoint_path)
+
+        teacher_total = 0 if samples is not None else -(-len(entries) * samples_per_prompt // batch_size) * teacher_steps
+        start = resume_from.train_step if resume_from is not None else 0
+        pbar = comfy.utils.ProgressBar(teacher_total + steps - start)
+        every = max(25, steps // 20)
+        history: list[float] = list(resume_from.loss_history) if resume_from is not None else []
+
+        def on_teacher(done: int, total: int) -> None:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            pbar.update_absolute(done, teacher_total + steps - start)
+
+        def on_step(step: int, value: float) -> None:
+            history.append(value)
+            preview = None
+            if step % every == 0:
+                preview = ("PNG", _pil(loss_curve_image(history)), 512)
+            pbar.update_absolute(teacher_total + step - start, teacher_total + steps - start, preview)
+            comfy.model_management.throw_exception_if_processing_interrupted()
+
+        if resume_from is not None:
+            resume_from = _copy_bundle(resume_from)  # ComfyUI caches node outputs: never train the cached object
+        result = run_training(
+            model, entries, uc_entry, cfg, width=width, height=height, latents=samples, resume=resume_from,
+            save_checkpoint=save_checkpoint if save_every > 0 or True else None, on_step=on_step,
+            on_teacher_progress=on_teacher, gradient_checkpointing=gradient_checkpointing,
+            autocast_dtype=AUTOCAST[autocast],
+        )
+        labels = token_groups(len(result.pattern), result.bundle.keep_rule)
+        log.info("DICE: trained %s; final loss %.4g", result.bundle.describe(), result.losses[-1])
+        return io.NodeOutput(
+            result.bundle,
+            loss_curve_image(result.losses),
+            token_bar_image(result.pattern, labels, title=f"mean |c' - c| per token ({result.family})"),
+        )
+
+
+def _pil(image: torch.Tensor):
+    from PIL import Image
+
+    return Image.fromarray((image[0].numpy() * 255).clip(0, 255).astype("uint8"))
+
+
+def _copy_bundle(bundle: RefinerBundle) -> RefinerBundle:
+    import copy
+
+    clone = copy.copy(bundle)
+    clone.module = copy.deepcopy(bundle.module)
+    clone.loss_history = list(bundle.loss_history)
+    return clone

@@ -1,0 +1,155 @@
+"""One training run on a ComfyUI model: encode prompts, build the teacher data, run dice_core's loop.
+
+Shared by the DICE Train Refiner node, the toy-world benchmark and the command-line trainer, so
+there is one implementation of the algorithm.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+import comfy.model_management
+from dice_core.fileformat import RefinerBundle
+from dice_core.refiner import Refiner
+from dice_core.training import (
+    PromptBank,
+    TrainConfig,
+    TrainingData,
+    sharpening_pattern,
+    teacher_trajectories,
+    train_refiner,
+)
+
+from .comfy_bridge import ComfyDenoiser, family_for, family_of, model_fingerprint
+
+log = logging.getLogger("ComfyUI-DICE")
+
+
+@dataclass
+class SessionResult:
+    bundle: RefinerBundle
+    losses: list[float]
+    pattern: torch.Tensor
+    family: str
+    extra: dict = field(default_factory=dict)
+
+
+def _latent_shape(model_patcher, width: int, height: int) -> tuple[int, ...]:
+    fmt = model_patcher.model.latent_format
+    ratio = getattr(fmt, "spacial_downscale_ratio", 8)
+    return (fmt.latent_channels, height // ratio, width // ratio)
+
+
+def new_bundle(embed_dim: int, seed: int, family_name: str, keep_rule: str, pad_to, null_uc, pad_token, fingerprint) -> RefinerBundle:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = Refiner(embed_dim)
+    return RefinerBundle(
+        module=module,
+        family=family_name,
+        keep_rule=keep_rule,
+        pad_to=pad_to,
+        null_uc=null_uc,
+        pad_token=pad_token,
+        base_model_hash=fingerprint,
+    )
+
+
+def run_training(
+    model_patcher,
+    prompts: list[list],
+    uc_entry: list,
+    cfg: TrainConfig,
+    width: int = 512,
+    height: int = 512,
+    latents: torch.Tensor | None = None,
+    resume: RefinerBundle | None = None,
+    save_checkpoint: Callable[[RefinerBundle], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    on_teacher_progress: Callable[[int, int], None] | None = None,
+    gradient_checkpointing: bool = False,
+    autocast_dtype: torch.dtype | None = None,
+) -> SessionResult:
+    """prompts: one CONDITIONING entry [tensor (1,T,D), dict] per prompt; uc_entry likewise."""
+    from .comfy_bridge import trainable_view
+
+    cfg.validate()
+    if not prompts:
+        raise ValueError("no training prompts: give at least one prompt (one per line)")
+    embed_dim = prompts[0][0].shape[-1]
+    info = family_for(model_patcher, prompts[0][0].shape[1])
+    pad_token = uc_entry[0][0, -1].clone() if info.pad_to else None
+    device = comfy.model_management.get_torch_device()
+
+    if resume is not None:
+        if resume.embed_dim != embed_dim:
+            raise ValueError(
+                f"the refiner to resume was trained for embedding dim {resume.embed_dim} ({resume.family}), "
+                f"but this model's conditioning has dim {embed_dim} ({info.name})"
+            )
+        bundle = resume
+        if bundle.null_uc is None:
+            bundle.null_uc = uc_entry[0].float().cpu().clone()
+        if bundle.train_step >= cfg.steps:
+            raise ValueError(
+                f"the refiner to resume has already done {bundle.train_step} steps; set steps above that to train more"
+            )
+    else:
+        bundle = new_bundle(
+            embed_dim, cfg.seed, info.name, info.keep_rule, info.pad_to, uc_entry[0].float().cpu().clone(), pad_token,
+            model_fingerprint(model_patcher),
+        )
+    bundle.module.to(device)
+
+    denoiser = ComfyDenoiser(model_patcher, prompts, uc_entry, device, bundle.pad_to, bundle.pad_token)
+    bank = PromptBank(c=denoiser.student_bank(info).float(), uc=bundle.pad(uc_entry[0]).float())
+
+    if latents is not None:
+        expected = model_patcher.model.latent_format.latent_channels
+        if latents.ndim != 4 or latents.shape[1] != expected:
+            raise ValueError(
+                f"latents have shape {tuple(latents.shape)}, but {family_of(model_patcher)} uses {expected} latent channels: "
+                "encode the images with this checkpoint's VAE"
+            )
+        if latents.shape[0] != len(prompts):
+            raise ValueError(f"{latents.shape[0]} latents but {len(prompts)} captions: give exactly one caption per image")
+
+    with torch.inference_mode(False), torch.enable_grad(), trainable_view(model_patcher, gradient_checkpointing):
+        if latents is not None:
+            # Real images: the paper's setting. Noised at random levels each step.
+            x0 = model_patcher.model.process_latent_in(latents.clone().float())
+            data = TrainingData(x=x0, idx=torch.arange(len(prompts)))
+            cfg = TrainConfig(**{**cfg.as_dict(), "data": "noised"})
+        else:
+            with torch.no_grad():
+                data = teacher_trajectories(
+                    denoiser, len(prompts), _latent_shape(model_patcher, width, height), cfg, on_teacher_progress,
+                    keep_states=cfg.data == "trajectory",
+                )
+        result = train_refiner(
+            bundle, denoiser, bank, data, cfg, on_step=on_step, save_checkpoint=save_checkpoint, autocast_dtype=autocast_dtype
+        )
+        pattern = sharpening_pattern(result.bundle, bank)
+    bundle.module.to("cpu")
+    return SessionResult(bundle=result.bundle, losses=result.losses, pattern=pattern, family=info.name)
+
+
+def token_groups(num_tokens: int, keep_rule: str, prompt_lengths: list[int] | None = None) -> list[str]:
+    """Label positions start/word/end/pad for the sharpening plot (CLIP layout: 77-token chunks)."""
+    labels = []
+    for t in range(num_tokens):
+        pos = t % 77 if keep_rule == "clip_chunk_start" else t
+        if keep_rule == "clip_chunk_start" and pos == 0:
+            labels.append("start")
+        else:
+            labels.append("word")
+    if prompt_lengths:
+        n = max(prompt_lengths)
+        for t in range(num_tokens):
+            if labels[t] == "word" and t >= n:
+                labels[t] = "pad"
+    return labels

@@ -1,0 +1,104 @@
+"""Tiny in-process models of real ComfyUI architectures (seeded random weights), wrapped in a real
+ModelPatcher, and CONDITIONING shaped like each family's text encoder output."""
+
+from __future__ import annotations
+
+import torch
+
+CLIP_TOKENS = 77
+
+
+def _init_weights(module: torch.nn.Module, seed: int) -> None:
+    # ComfyUI builds layers with torch.empty: every parameter must be written.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) / fan_in**0.5)
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def _patcher(model):
+    import comfy.model_management
+    import comfy.model_patcher
+
+    dev = comfy.model_management.get_torch_device()
+    return comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=dev)
+
+
+def sd15(seed: int = 0, context_dim: int = 768):
+    import comfy.supported_models
+
+    unet = {
+        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+        "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [1, 1], "transformer_depth_output": [1, 1, 1, 1],
+        "num_heads": 4, "num_head_channels": -1, "context_dim": context_dim,
+        "use_linear_in_transformer": False, "legacy": False, "adm_in_channels": None, "dtype": torch.float32,
+        "transformer_depth_middle": 1, "use_spatial_transformer": True, "use_temporal_attention": False,
+        "use_temporal_resblock": False,
+    }
+    model = comfy.supported_models.SD15(unet).get_model({})
+    _init_weights(model, seed)
+    return _patcher(model)
+
+
+def sdxl(seed: int = 0):
+    import comfy.supported_models
+
+    unet = {
+        "use_checkpoint": False, "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 32,
+        "num_res_blocks": [1, 1], "channel_mult": [1, 2], "transformer_depth": [0, 1], "transformer_depth_output": [0, 0, 1, 1],
+        "num_heads": -1, "num_head_channels": 16, "context_dim": 2048,
+        "use_linear_in_transformer": True, "legacy": False, "adm_in_channels": 2816, "dtype": torch.float32,
+        "transformer_depth_middle": 1, "use_spatial_transformer": True, "use_temporal_attention": False,
+        "use_temporal_resblock": False, "num_classes": "sequential",
+    }
+    model = comfy.supported_models.SDXL(unet).get_model({})
+    _init_weights(model, seed)
+    return _patcher(model)
+
+
+def pixart_alpha(seed: int = 0):
+    import comfy.supported_models
+
+    unet = {
+        "image_model": "pixart_alpha", "input_size": 32, "patch_size": 2, "in_channels": 4, "hidden_size": 48, "depth": 1,
+        "num_heads": 4, "caption_channels": 4096, "pe_interpolation": 1.0, "micro_condition": True, "model_max_length": 120,
+        "dtype": torch.float32,
+    }
+    model = comfy.supported_models.PixArtAlpha(unet).get_model({})
+    _init_weights(model, seed)
+    return _patcher(model)
+
+
+def clip_conditioning(seed: int, dim: int, batch: int = 1, tokens: int = CLIP_TOKENS, pooled: int | None = None) -> list:
+    g = torch.Generator().manual_seed(seed)
+    c = torch.randn(batch, tokens, dim, generator=g)
+    extras = {"pooled_output": torch.randn(batch, pooled, generator=g) if pooled else None}
+    return [[c, extras]]
+
+
+def t5_conditioning(seed: int, words: int, dim: int = 4096) -> list:
+    # ComfyUI's T5 output has no padding: the words plus the end token.
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, words + 1, dim, generator=g), {"pooled_output": None}]]
+
+
+class CallCounter:
+    """Counts diffusion-model forward calls and the batch size of each, via ComfyUI's wrapper hook."""
+
+    def __init__(self):
+        self.batches: list[int] = []
+
+    def __call__(self, apply_model, args):
+        self.batches.append(args["input"].shape[0])
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    def attach(self, patcher):
+        p = patcher.clone()
+        p.set_model_unet_function_wrapper(self)
+        return p
