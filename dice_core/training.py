@@ -4,11 +4,11 @@ so ComfyUI (nodes/comfy_bridge.py), the command-line trainer and the tests share
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 
 from .fileformat import RefinerBundle
 from .refiner import Refiner, refine
@@ -63,7 +63,7 @@ class TrainConfig:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
 
     @classmethod
-    def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides) -> "TrainConfig":
+    def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
         cfg = cls(recipe=recipe, **RECIPES[recipe])
@@ -326,3 +326,22 @@ def sharpening_pattern(bundle: RefinerBundle, bank: PromptBank) -> torch.Tensor:
         c = chunk.to(device)
         diffs.append((refine(bundle.module, c, bank.uc.to(device), 1.0, bundle.keep_rule) - c).abs().mean(-1).cpu())
     return torch.cat(diffs).mean(0)
+
+
+@torch.no_grad()
+def evaluate_distillation(
+    bundle: RefinerBundle, denoiser: Denoiser, bank: PromptBank, data: TrainingData, cfg: TrainConfig, alpha: float = 1.0,
+    batch_size: int = 32,
+) -> float:
+    """Mean distillation loss over cached teacher states (alpha=0: the unrefined cfg=1 prediction)."""
+    if data.target is None:
+        raise ValueError("evaluation needs trajectory states with cached targets")
+    device = next(bundle.module.parameters()).device
+    total, count = 0.0, 0
+    for j in torch.arange(len(data)).split(batch_size):
+        x, sigma, idx = data.x[j].to(device), data.sigma[j].to(device), data.idx[j]
+        c = refine(bundle.module, bank.c[idx].to(device), bank.uc.to(device), alpha, bundle.keep_rule)
+        pred = denoiser.student(x, sigma, idx, c)
+        total += float(distillation_loss(pred.float(), data.target[j].to(device).float(), sigma, cfg).sum())
+        count += len(j)
+    return total / count

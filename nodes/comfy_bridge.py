@@ -9,11 +9,11 @@ import contextlib
 import hashlib
 import logging
 
-import torch
-
 import comfy.model_management
 import comfy.sampler_helpers
 import comfy.samplers
+import torch
+
 from dice_core.families import FamilyInfo, family_info
 from dice_core.refiner import pad_tokens
 
@@ -160,12 +160,12 @@ def trainable_view(model_patcher, gradient_checkpointing: bool = False):
             for name, t in list(store.items()):
                 if t is None:
                     continue
-                if isinstance(t, torch.nn.Parameter):
-                    flags.append((t, t.requires_grad))
                 if t.is_inference():
                     copy = t.detach().clone()
                     store[name] = torch.nn.Parameter(copy, requires_grad=False) if isinstance(t, torch.nn.Parameter) else copy
                     swapped.append((store, name, t))
+                elif isinstance(t, torch.nn.Parameter):
+                    flags.append((t, t.requires_grad))
     for p, _ in flags:
         p.requires_grad_(False)
     for store, name, _ in swapped:

@@ -17,7 +17,7 @@ DiceRefiner = io.Custom("DICE_REFINER")
 CATEGORY = "conditioning/DICE"
 
 
-def _uc_from_negative(negative) -> "object | None":
+def _uc_from_negative(negative) -> object | None:
     if negative is None:
         return None
     if len(negative) == 0:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 
-import torch
-
 import comfy.model_management
 import comfy.utils
 import folder_paths
+import torch
 from comfy_api.latest import io
+
 from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.plots import loss_curve_image, token_bar_image
 from dice_core.training import DEFAULT_RECIPE, RECIPES, TrainConfig
@@ -172,11 +172,9 @@ class DiceTrainRefiner(io.ComfyNode):
             pbar.update_absolute(teacher_total + step - start, teacher_total + steps - start, preview)
             comfy.model_management.throw_exception_if_processing_interrupted()
 
-        if resume_from is not None:
-            resume_from = _copy_bundle(resume_from)  # ComfyUI caches node outputs: never train the cached object
         result = run_training(
             model, entries, uc_entry, cfg, width=width, height=height, latents=samples, resume=resume_from,
-            save_checkpoint=save_checkpoint if save_every > 0 or True else None, on_step=on_step,
+            save_checkpoint=save_checkpoint, on_step=on_step,
             on_teacher_progress=on_teacher, gradient_checkpointing=gradient_checkpointing,
             autocast_dtype=AUTOCAST[autocast],
         )
@@ -193,12 +191,3 @@ def _pil(image: torch.Tensor):
     from PIL import Image
 
     return Image.fromarray((image[0].numpy() * 255).clip(0, 255).astype("uint8"))
-
-
-def _copy_bundle(bundle: RefinerBundle) -> RefinerBundle:
-    import copy
-
-    clone = copy.copy(bundle)
-    clone.module = copy.deepcopy(bundle.module)
-    clone.loss_history = list(bundle.loss_history)
-    return clone

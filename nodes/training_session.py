@@ -7,12 +7,12 @@ there is one implementation of the algorithm.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
 
 import comfy.model_management
+import torch
+
 from dice_core.fileformat import RefinerBundle
 from dice_core.refiner import Refiner
 from dice_core.training import (
@@ -74,12 +74,49 @@ def run_training(
     gradient_checkpointing: bool = False,
     autocast_dtype: torch.dtype | None = None,
 ) -> SessionResult:
-    """prompts: one CONDITIONING entry [tensor (1,T,D), dict] per prompt; uc_entry likewise."""
-    from .comfy_bridge import trainable_view
+    """prompts: one CONDITIONING entry [tensor (1,T,D), dict] per prompt; uc_entry likewise.
 
+    ComfyUI runs nodes under torch.inference_mode; everything here runs outside it, on normal copies
+    of the conditioning, so autograd can work without touching the caller's tensors.
+    """
     cfg.validate()
     if not prompts:
         raise ValueError("no training prompts: give at least one prompt (one per line)")
+    with torch.inference_mode(False), torch.enable_grad():
+        prompts = [_normal_entry(e) for e in prompts]
+        uc_entry = _normal_entry(uc_entry)
+        if resume is not None:
+            resume = _normal_bundle(resume)
+        return _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, save_checkpoint, on_step,
+                    on_teacher_progress, gradient_checkpointing, autocast_dtype)
+
+
+def _normal_entry(entry: list) -> list:
+    extras = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in entry[1].items()}
+    return [entry[0].clone(), extras]
+
+
+def _normal_bundle(bundle: RefinerBundle) -> RefinerBundle:
+    """A copy whose tensors are ordinary (not inference) tensors; the cached original stays untouched."""
+    import copy
+
+    clone = copy.copy(bundle)
+    module = Refiner(bundle.embed_dim, bundle.module.inner_dim, bundle.module.heads)
+    module.load_state_dict({k: v.clone() for k, v in bundle.module.state_dict().items()})
+    clone.module = module
+    clone.null_uc = bundle.null_uc.clone() if bundle.null_uc is not None else None
+    clone.pad_token = bundle.pad_token.clone() if bundle.pad_token is not None else None
+    clone.loss_history = list(bundle.loss_history)
+    if bundle.optimizer_state:
+        clone.optimizer_state = {"tensors": {k: v.clone() for k, v in bundle.optimizer_state["tensors"].items()},
+                                 "meta": bundle.optimizer_state.get("meta", {})}
+    return clone
+
+
+def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, save_checkpoint, on_step,
+         on_teacher_progress, gradient_checkpointing, autocast_dtype) -> SessionResult:
+    from .comfy_bridge import trainable_view
+
     embed_dim = prompts[0][0].shape[-1]
     info = family_for(model_patcher, prompts[0][0].shape[1])
     pad_token = uc_entry[0][0, -1].clone() if info.pad_to else None
@@ -118,18 +155,17 @@ def run_training(
         if latents.shape[0] != len(prompts):
             raise ValueError(f"{latents.shape[0]} latents but {len(prompts)} captions: give exactly one caption per image")
 
-    with torch.inference_mode(False), torch.enable_grad(), trainable_view(model_patcher, gradient_checkpointing):
+    with trainable_view(model_patcher, gradient_checkpointing):
         if latents is not None:
             # Real images: the paper's setting. Noised at random levels each step.
             x0 = model_patcher.model.process_latent_in(latents.clone().float())
             data = TrainingData(x=x0, idx=torch.arange(len(prompts)))
             cfg = TrainConfig(**{**cfg.as_dict(), "data": "noised"})
         else:
-            with torch.no_grad():
-                data = teacher_trajectories(
-                    denoiser, len(prompts), _latent_shape(model_patcher, width, height), cfg, on_teacher_progress,
-                    keep_states=cfg.data == "trajectory",
-                )
+            data = teacher_trajectories(
+                denoiser, len(prompts), _latent_shape(model_patcher, width, height), cfg, on_teacher_progress,
+                keep_states=cfg.data == "trajectory",
+            )
         result = train_refiner(
             bundle, denoiser, bank, data, cfg, on_step=on_step, save_checkpoint=save_checkpoint, autocast_dtype=autocast_dtype
         )

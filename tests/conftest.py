@@ -39,3 +39,7 @@ def comfy_dirs(tmp_path, comfy_nodes):
     folder_paths.folder_names_and_paths.update(saved[1])
     folder_paths.set_output_directory(saved[2])
     folder_paths.set_input_directory(saved[3])
+
+
+# Real-server fixtures for the e2e and browser tests (tiny checkpoint, ComfyUI server, trained refiner).
+from server_fixtures import comfy_server_proc, tiny_checkpoint, trained_refiner  # noqa: E402,F401

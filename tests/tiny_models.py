@@ -102,3 +102,31 @@ class CallCounter:
         p = patcher.clone()
         p.set_model_unet_function_wrapper(self)
         return p
+
+
+VOCAB_SIZE = 12
+END = VOCAB_SIZE - 1
+
+
+def vocab_conditioning(words: tuple[int, ...], dim: int, pooled: int | None = None, t5: bool = False) -> list:
+    """A prompt built from a small fixed vocabulary, like text: start, words, end, padding (CLIP) or
+    words and end with no padding (T5). Held-out prompts are unseen combinations of seen words."""
+    g = torch.Generator().manual_seed(4242 + dim)
+    table = torch.randn(VOCAB_SIZE, dim, generator=g)
+    positions = 0.3 * torch.randn(CLIP_TOKENS, dim, generator=g)
+    ids = [1 + w for w in words] + [END] if t5 else [0] + [1 + w for w in words] + [END] * (CLIP_TOKENS - 1 - len(words))
+    c = (table[ids] + positions[: len(ids)])[None]
+    pooled_out = None
+    if pooled:
+        pooled_out = torch.randn(1, pooled, generator=torch.Generator().manual_seed(len(words) * 31 + sum(words)))
+    return [[c, {"pooled_output": pooled_out}]]
+
+
+def vocab_split(n_train: int = 20, n_held_out: int = 4):
+    """27 three-word prompts (one word from each of three slots); the last ones are held out."""
+    import itertools
+
+    combos = list(itertools.product(range(3), range(3, 6), range(6, 9)))
+    order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(0)).tolist()
+    combos = [combos[i] for i in order]
+    return combos[:n_train], combos[n_train:n_train + n_held_out]

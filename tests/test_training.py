@@ -1,0 +1,262 @@
+"""DICE training on tiny real ComfyUI models (SD1.5, SDXL, PixArt-alpha), through the node code."""
+
+import sys
+
+import pytest
+import tiny_models
+import torch
+
+from dice_core.fileformat import load_refiner
+from dice_core.training import (
+    NonFiniteLossError,
+    PromptBank,
+    TrainConfig,
+    TrainingData,
+    evaluate_distillation,
+    teacher_trajectories,
+    train_refiner,
+)
+
+
+def _pack_module(comfy_nodes, suffix):
+    return sys.modules[next(k for k in sys.modules if k.endswith(suffix))]
+
+
+FAMILIES = {
+    # name: (builder, prompt maker from a word tuple, image size)
+    "sd15": (tiny_models.sd15, lambda w: tiny_models.vocab_conditioning(w, 768)[0], 64),
+    "sdxl": (tiny_models.sdxl, lambda w: tiny_models.vocab_conditioning(w, 2048, pooled=1280)[0], 64),
+    "pixart_alpha": (tiny_models.pixart_alpha, lambda w: tiny_models.vocab_conditioning(w, 4096, t5=True)[0], 320),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_training_reduces_held_out_distillation_loss(comfy_nodes, family):
+    session = _pack_module(comfy_nodes, "nodes.training_session")
+    bridge = _pack_module(comfy_nodes, "nodes.comfy_bridge")
+    build, make_prompt, size = FAMILIES[family]
+    patcher = build()
+    train_words, held_out_words = tiny_models.vocab_split()
+    train_prompts = [make_prompt(w) for w in train_words]
+    held_out = [make_prompt(w) for w in held_out_words]  # unseen combinations of seen words
+    uc = make_prompt(())
+    steps = 60 if family != "pixart_alpha" else 40
+    cfg = TrainConfig.from_recipe("dice-pack", steps=steps, batch_size=8, teacher_steps=8, samples_per_prompt=2, seed=0)
+    result = session.run_training(patcher, train_prompts, uc, cfg, width=size, height=size)
+    assert result.bundle.train_step == steps and len(result.losses) == steps
+
+    # Held-out prompts and fresh noise: the trained refiner must bring cfg=1 closer to the cfg=5 teacher.
+    bundle = result.bundle
+    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, torch.device("cpu"), bundle.pad_to, bundle.pad_token)
+    info = bridge.family_for(patcher, held_out[0][0].shape[1])
+    bank = PromptBank(c=denoiser.student_bank(info), uc=bundle.pad(uc[0]))
+    eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=8, samples_per_prompt=2, seed=1234, batch_size=8)
+    with torch.no_grad():
+        patcher.pre_run()
+        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, size, size), eval_cfg)
+        unrefined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=0.0)
+        refined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=1.0)
+        patcher.cleanup()
+    print(f"{family}: held-out loss unrefined {unrefined:.4f} -> refined {refined:.4f} ({refined / unrefined:.2f}x)")
+    assert refined < 0.92 * unrefined
+
+
+def test_pixart_refiner_pads_t5_prompts_to_a_fixed_length(comfy_nodes):
+    session = _pack_module(comfy_nodes, "nodes.training_session")
+    patcher = tiny_models.pixart_alpha()
+    prompts = [tiny_models.t5_conditioning(s, 2 + s)[0] for s in range(3)]
+    uc = tiny_models.t5_conditioning(999, 0)[0]
+    assert uc[0].shape[1] == 1  # "" encodes to the end token only
+    cfg = TrainConfig.from_recipe("dice-pack", steps=2, batch_size=2, teacher_steps=2, samples_per_prompt=1)
+    bundle = session.run_training(patcher, prompts, uc, cfg, width=320, height=320).bundle
+    assert bundle.pad_to == 120 and bundle.keep_rule == "none" and bundle.pad_token is not None
+    refined = comfy_nodes["DiceRefineConditioning"].execute([prompts[0]], bundle, 1.0).args[0]
+    assert refined[0][0].shape == (1, 120, 4096)
+    # the first tokens are the prompt's own, refined; the tail is the sharpened pad
+    assert not torch.equal(refined[0][0][:, :3], prompts[0][0])
+
+
+def _train_node_args(**kw):
+    args = dict(
+        prompts="a\nb\nc", prompts_file="(none)", steps=12, batch_size=4, guidance_scale=5.0, recipe="dice-pack",
+        learning_rate=0.0, loss="auto", seed=3, width=64, height=64, samples_per_prompt=2, teacher_steps=4,
+        save_every=0, filename_prefix="test", gradient_checkpointing=False, autocast="none",
+    )
+    args.update(kw)
+    return args
+
+
+class FakeClip:
+    """Stands in for a text encoder only: maps each prompt string to fixed random CLIP-shaped tokens."""
+
+    def __init__(self, dim=768):
+        self.dim = dim
+
+    def tokenize(self, text):
+        return text
+
+    def encode_from_tokens_scheduled(self, text):
+        seed = sum(map(ord, text)) + 17 * len(text)
+        return tiny_models.clip_conditioning(seed, self.dim)
+
+
+def _sample(patcher, cond, seed=5):
+    import nodes
+
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    neg = tiny_models.clip_conditioning(1, 768)
+    return nodes.common_ksampler(patcher, seed, 3, 5.0, "euler", "normal", cond, neg, latent)[0]["samples"]
+
+
+def test_train_node_leaves_the_shared_model_bit_identical(comfy_nodes, comfy_dirs):
+    # Build the model the way a loader node does: under inference_mode, so its weights are inference tensors.
+    with torch.inference_mode():
+        patcher = tiny_models.sd15(seed=4)
+        cond = tiny_models.clip_conditioning(8, 768)
+        before = _sample(patcher, cond)
+    params_before = {n: p for n, p in patcher.model.named_parameters()}
+    assert all(p.is_inference() for p in params_before.values())
+    with torch.inference_mode():
+        out = comfy_nodes["DiceTrainRefiner"].execute(patcher, clip=FakeClip(), **_train_node_args(steps=6))
+        after = _sample(patcher, cond)
+    assert torch.equal(before, after)
+    params_after = {n: p for n, p in patcher.model.named_parameters()}
+    assert all(params_after[n] is p for n, p in params_before.items()), "parameters must be the original objects"
+    bundle, loss_img, pattern_img = out.args
+    assert bundle.train_step == 6 and loss_img.shape[-1] == 3 and pattern_img.shape[-1] == 3
+
+
+def test_cancel_keeps_a_checkpoint_and_resume_matches_an_uninterrupted_run(comfy_nodes, comfy_dirs):
+    import comfy.model_management
+    import comfy.utils
+
+    node = comfy_nodes["DiceTrainRefiner"]
+    patcher = tiny_models.sd15(seed=2)
+    clip = FakeClip()
+    full = node.execute(patcher, clip=clip, **_train_node_args(steps=12)).args[0]
+
+    teacher_calls = 2 * 3 // 4 + 1  # ceil(6 samples / batch 4) chunks
+    cancel_at = teacher_calls * 4 + 7  # progress value after the teacher phase and 7 training steps
+
+    def hook(value, total, preview, node_id=None):
+        if value >= cancel_at:
+            comfy.model_management.interrupt_current_processing(True)
+
+    old_hook = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.PROGRESS_BAR_HOOK = hook
+    try:
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            node.execute(patcher, clip=clip, **_train_node_args(steps=12, save_every=5, filename_prefix="run"))
+    finally:
+        comfy.utils.PROGRESS_BAR_HOOK = old_hook
+        comfy.model_management.interrupt_current_processing(False)
+
+    ckpt = comfy_dirs / "models" / "dice" / "run_checkpoint.safetensors"
+    partial = load_refiner(str(ckpt))
+    assert partial.train_step == 7, "the cancel itself must checkpoint the last finished step"
+    assert partial.optimizer_state is not None and len(partial.loss_history) == 7
+
+    loaded = comfy_nodes["DiceLoadRefiner"].execute("run_checkpoint.safetensors").args[0]
+    resumed = node.execute(patcher, clip=clip, resume_from=loaded, **_train_node_args(steps=12)).args[0]
+    assert resumed.train_step == 12
+    for k, v in full.module.state_dict().items():
+        torch.testing.assert_close(resumed.module.state_dict()[k], v, rtol=1e-5, atol=1e-6)
+    assert resumed.loss_history == pytest.approx(full.loss_history, rel=1e-5)
+
+
+def test_same_seed_gives_the_same_refiner_on_cpu(comfy_nodes, comfy_dirs):
+    node = comfy_nodes["DiceTrainRefiner"]
+    patcher = tiny_models.sd15(seed=2)
+    a = node.execute(patcher, clip=FakeClip(), **_train_node_args(steps=4)).args[0]
+    b = node.execute(patcher, clip=FakeClip(), **_train_node_args(steps=4)).args[0]
+    for k, v in a.module.state_dict().items():
+        assert torch.equal(b.module.state_dict()[k], v)
+
+
+def test_bad_inputs_get_clear_errors(comfy_nodes, comfy_dirs):
+    node = comfy_nodes["DiceTrainRefiner"]
+    patcher = tiny_models.sd15(seed=2)
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        node.execute(patcher, clip=FakeClip(), **_train_node_args(steps=0))
+    with pytest.raises(ValueError, match="no training prompts"):
+        node.execute(patcher, clip=FakeClip(), **_train_node_args(prompts="\n  \n# comment"))
+    wrong = comfy_nodes["DiceTrainRefiner"].execute(
+        tiny_models.sdxl(), conditioning=tiny_models.clip_conditioning(1, 2048, pooled=1280),
+        negative=tiny_models.clip_conditioning(2, 2048, pooled=1280), **_train_node_args(prompts="", steps=1)
+    ).args[0]
+    with pytest.raises(ValueError, match="trained for embedding dim 2048 \\(SDXL\\)"):
+        node.execute(patcher, clip=FakeClip(), resume_from=wrong, **_train_node_args())
+    with pytest.raises(ValueError, match="uses 4 latent channels"):
+        node.execute(patcher, clip=FakeClip(), latents={"samples": torch.zeros(3, 16, 8, 8)}, **_train_node_args())
+    with pytest.raises(ValueError, match="3 latents but 2 captions"):
+        node.execute(patcher, clip=FakeClip(), latents={"samples": torch.zeros(3, 4, 8, 8)}, **_train_node_args(prompts="a\nb"))
+    with pytest.raises(ValueError, match="prompts file not found"):
+        node.execute(patcher, clip=FakeClip(), **_train_node_args(prompts_file="missing.txt"))
+
+
+def test_real_latents_train_with_captions(comfy_nodes, comfy_dirs):
+    node = comfy_nodes["DiceTrainRefiner"]
+    patcher = tiny_models.sd15(seed=2)
+    latents = {"samples": torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))}
+    bundle = node.execute(patcher, clip=FakeClip(), latents=latents, **_train_node_args(steps=5)).args[0]
+    assert bundle.train_step == 5 and bundle.recipe["data"] == "noised"
+
+
+class _NaNAfter:
+    """A pure-torch denoiser whose student output turns NaN at a given call: exercises the loop's guard."""
+
+    def __init__(self, bad_call):
+        self.calls, self.bad_call = 0, bad_call
+
+    def sigma_schedule(self, steps):
+        return torch.linspace(10.0, 0.0, steps + 1)
+
+    def random_sigmas(self, n, g):
+        return torch.rand(n, generator=g) * 10 + 0.1
+
+    def noise_latent(self, x0, noise, sigma):
+        return x0 + noise * sigma.view(-1, 1, 1, 1)
+
+    def teacher(self, x, sigma, idx):
+        return x * 0.5, x * 0.4
+
+    def student(self, x, sigma, idx, c):
+        self.calls += 1
+        out = x * 0.5 + c.mean() * 0.1
+        return out * float("nan") if self.calls >= self.bad_call else out
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from dice_core.fileformat import RefinerBundle, save_refiner
+    from dice_core.refiner import Refiner
+
+    bundle = RefinerBundle(module=Refiner(16, inner_dim=16, heads=2), null_uc=torch.zeros(1, 77, 16))
+    bank = PromptBank(c=torch.randn(4, 77, 16), uc=torch.zeros(1, 77, 16))
+    data = TrainingData(x=torch.randn(8, 4, 4, 4), idx=torch.arange(8) % 4)
+    cfg = TrainConfig.from_recipe("paper", steps=20, batch_size=2, save_every=3)
+    path = tmp_path / "ckpt.safetensors"
+    with pytest.raises(NonFiniteLossError, match="step 8"):
+        train_refiner(bundle, _NaNAfter(8), bank, data, cfg, save_checkpoint=lambda b: save_refiner(str(path), b))
+    saved = load_refiner(str(path))
+    assert saved.train_step == 6 and all(torch.isfinite(v).all() for v in saved.module.state_dict().values())
+
+
+def test_comfy_noising_matches_the_papers_ddpm_noising(comfy_nodes):
+    """Data-free latents are noised as x0 + sigma*eps (ComfyUI's parameterisation). After ComfyUI's input
+    scaling this is exactly the paper's add_noise: sqrt(ab)*x0 + sqrt(1-ab)*eps at the same timestep."""
+    bridge = _pack_module(comfy_nodes, "nodes.comfy_bridge")
+    patcher = tiny_models.sd15()
+    denoiser = bridge.ComfyDenoiser(patcher, [tiny_models.clip_conditioning(0, 768)[0]], tiny_models.clip_conditioning(1, 768)[0],
+                                    torch.device("cpu"), None, None)
+    ms = patcher.model.model_sampling
+    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2  # SD1.5's scaled-linear schedule
+    alphas_bar = torch.cumprod(1 - betas, 0)
+    g = torch.Generator().manual_seed(0)
+    for t in (0, 250, 999):
+        x0, eps = torch.randn(2, 4, 8, 8, generator=g), torch.randn(2, 4, 8, 8, generator=g)
+        sigma = ms.sigmas[t].expand(2)
+        x = denoiser.noise_latent(x0, eps, sigma)
+        model_input = ms.calculate_input(sigma.view(-1, 1, 1, 1), x)
+        ab = alphas_bar[t].float()
+        torch.testing.assert_close(model_input, ab.sqrt() * x0 + (1 - ab).sqrt() * eps, rtol=1e-4, atol=1e-5)
+        assert round(float(ms.timestep(sigma[:1]))) == t
