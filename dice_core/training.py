@@ -125,18 +125,30 @@ def teacher_trajectories(
     cfg: TrainConfig,
     progress: Callable[[int, int], None] | None = None,
     keep_states: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> TrainingData:
     """Data-free training data: the teacher samples each prompt at cfg=w with Euler (DDIM for eps
-    models) from seeded noise, recording every state with its CFG target and the final x0."""
+    models) from seeded noise, recording every state with its CFG target and the final x0.
+
+    shard=(rank, world_size): sample only this rank's contiguous block of the batches. Every batch's
+    noise is still drawn in order, so the ranks' results concatenated in rank order are the data
+    one process would make."""
     sigmas = denoiser.sigma_schedule(cfg.teacher_steps)
     g = torch.Generator().manual_seed(cfg.seed + 7919)
     idx_all = torch.arange(num_prompts).repeat_interleave(cfg.samples_per_prompt)
     xs, ts, ids, targets, steps_of, finals = [], [], [], [], [], []
     chunks = idx_all.split(max(1, cfg.batch_size))
-    total = len(chunks) * (len(sigmas) - 1)
+    mine = shard_range(len(chunks), *shard)
+    total = len(mine) * (len(sigmas) - 1)
     done = 0
-    for idx in chunks:
+    if not mine:  # more ranks than batches: an empty block with the right shapes
+        empty = torch.zeros((0, *latent_shape))
+        xs, ts, ids, targets, steps_of = [empty], [torch.zeros(0)], [idx_all[:0]], [empty], [idx_all[:0]]
+        finals = [(empty, idx_all[:0])]
+    for k, idx in enumerate(chunks):
         noise = torch.randn((len(idx), *latent_shape), generator=g)
+        if k not in mine:
+            continue
         x = denoiser.noise_latent(torch.zeros_like(noise), noise, sigmas[:1].expand(len(idx)))
         for i in range(len(sigmas) - 1):
             s = sigmas[i].expand(len(idx))
@@ -161,6 +173,15 @@ def teacher_trajectories(
     )
 
 
+def shard_range(n: int, rank: int, world_size: int) -> range:
+    """Rank's contiguous block of n work items; the blocks of ranks 0..world_size-1 cover 0..n-1 in order."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of {world_size}")
+    base, extra = divmod(n, world_size)
+    start = rank * base + min(rank, extra)
+    return range(start, start + base + (rank < extra))
+
+
 def lr_at(cfg: TrainConfig, step: int) -> float:
     warm = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
     if cfg.schedule == "constant":
@@ -173,9 +194,19 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
 
 
-def sample_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int):
+def sample_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1):
+    """This rank's slice of the step's global batch (batch_size per rank x world_size ranks).
+
+    The global batch is drawn from one per-step stream and then sliced, so N ranks at batch b see
+    exactly the samples one process at batch N*b would: distributed runs match single-process ones.
+    """
+    x, sigma, idx, target = _global_batch(denoiser, data, cfg, step, cfg.batch_size * world_size)
+    part = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
+    return x[part], sigma[part], idx[part], (target[part] if target is not None else None)
+
+
+def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int, n: int):
     g = _step_generator(cfg.seed, step)
-    n = cfg.batch_size
     if cfg.data == "trajectory":
         if data.target is None:
             raise ValueError("trajectory training needs teacher states; build them with teacher_trajectories()")
@@ -248,11 +279,17 @@ def train_refiner(
     on_step: Callable[[int, float], None] | None = None,
     save_checkpoint: Callable[[RefinerBundle], None] | None = None,
     autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
 ) -> TrainResult:
     """Train `bundle.module` in place from `bundle.train_step` up to `cfg.steps`.
 
     on_step may raise (ComfyUI's interrupt does); the current state is then checkpointed before the
     exception propagates, so a cancel loses nothing. A non-finite loss stops without saving it.
+
+    Distributed (torch.distributed): each rank passes its rank, the world size and an in-place
+    all-reduce-mean; gradients and the logged loss are averaged across ranks before each update.
     """
     cfg.validate()
     module = bundle.module
@@ -278,7 +315,7 @@ def train_refiner(
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            x, sigma, idx, target = sample_batch(denoiser, data, cfg, step)
+            x, sigma, idx, target = sample_batch(denoiser, data, cfg, step, rank, world_size)
             x, sigma = x.to(device), sigma.to(device)
             if target is None:
                 x0_c, x0_uc = denoiser.teacher(x, sigma, idx)
@@ -288,7 +325,10 @@ def train_refiner(
                 c_refined = refine(module, bank.c[idx].to(device), uc, 1.0, bundle.keep_rule, bundle.family)
                 pred = denoiser.student(x, sigma, idx, c_refined)
             loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
-            value = float(loss.detach())
+            logged = loss.detach().clone()
+            if all_reduce_mean is not None:
+                all_reduce_mean(logged)
+            value = float(logged)
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"training loss became {value} at step {step + 1}; stopped without saving this step. "
@@ -296,6 +336,10 @@ def train_refiner(
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if all_reduce_mean is not None:
+                for p in module.parameters():
+                    if p.grad is not None:
+                        all_reduce_mean(p.grad)
             opt.step()
             losses.append(value)
             completed = step + 1

@@ -61,3 +61,13 @@ def load_pack() -> dict:
             raise RuntimeError("ComfyUI failed to load the pack; see the log above")
         _PACK_LOADED = True
     return nodes.NODE_CLASS_MAPPINGS
+
+
+def pack_module(name: str):
+    """A module of the loaded pack, e.g. pack_module("nodes.training_session")."""
+    load_pack()
+    suffix = "." + name
+    for key, module in list(sys.modules.items()):
+        if key.endswith(suffix) and os.path.dirname(getattr(module, "__file__", "") or "").startswith(REPO):
+            return module
+    raise KeyError(f"pack module {name} is not loaded")

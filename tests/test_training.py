@@ -1,7 +1,6 @@
 """DICE training on tiny real ComfyUI models (SD1.5, SDXL, PixArt-alpha), through the node code."""
 
-import sys
-
+import harness
 import pytest
 import tiny_models
 import torch
@@ -19,7 +18,7 @@ from dice_core.training import (
 
 
 def _pack_module(comfy_nodes, suffix):
-    return sys.modules[next(k for k in sys.modules if k.endswith(suffix))]
+    return harness.pack_module(suffix)
 
 
 FAMILIES = {
