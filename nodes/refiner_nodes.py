@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from dice_core.fileformat import RefinerBundle, load_refiner, save_refiner
 
+from .cfg1_guard import mark_refined
 from .paths import FOLDER, next_free_path, register_dice_folder
 
 log = logging.getLogger("ComfyUI-DICE")
@@ -34,7 +35,7 @@ def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strengt
     uc = _uc_from_negative(negative)
     out = []
     for tensor, extras in positive:
-        out.append([refiner.refine(tensor, uc, strength), dict(extras)])
+        out.append([refiner.refine(tensor, uc, strength), mark_refined(extras)])
     return out
 
 

@@ -73,11 +73,22 @@ def run_training(
     on_teacher_progress: Callable[[int, int], None] | None = None,
     gradient_checkpointing: bool = False,
     autocast_dtype: torch.dtype | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
+    gather_data: Callable[[TrainingData], TrainingData] | None = None,
+    teacher_batch_size: int | None = None,
 ) -> SessionResult:
     """prompts: one CONDITIONING entry [tensor (1,T,D), dict] per prompt; uc_entry likewise.
 
     ComfyUI runs nodes under torch.inference_mode; everything here runs outside it, on normal copies
     of the conditioning, so autograd can work without touching the caller's tensors.
+
+    Distributed (the command-line trainer under torchrun): rank, world_size and all_reduce_mean go to
+    train_refiner (cfg.batch_size is then per rank). With gather_data, each rank samples only its
+    block of the teacher data and gather_data must return every rank's blocks in rank order.
+    teacher_batch_size (default cfg.batch_size) batches the data-free teacher sampling; the order of
+    its states depends on it, so a fixed value makes runs on any number of ranks see the same data.
     """
     cfg.validate()
     if not prompts:
@@ -87,8 +98,10 @@ def run_training(
         uc_entry = _normal_entry(uc_entry)
         if resume is not None:
             resume = _normal_bundle(resume)
+        dist = dict(rank=rank, world_size=world_size, all_reduce_mean=all_reduce_mean, gather_data=gather_data,
+                    teacher_batch_size=teacher_batch_size)
         return _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, save_checkpoint, on_step,
-                    on_teacher_progress, gradient_checkpointing, autocast_dtype)
+                    on_teacher_progress, gradient_checkpointing, autocast_dtype, dist)
 
 
 def _normal_entry(entry: list) -> list:
@@ -114,7 +127,7 @@ def _normal_bundle(bundle: RefinerBundle) -> RefinerBundle:
 
 
 def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, save_checkpoint, on_step,
-         on_teacher_progress, gradient_checkpointing, autocast_dtype) -> SessionResult:
+         on_teacher_progress, gradient_checkpointing, autocast_dtype, dist) -> SessionResult:
     from .comfy_bridge import trainable_view
 
     embed_dim = prompts[0][0].shape[-1]
@@ -162,12 +175,17 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
             data = TrainingData(x=x0, idx=torch.arange(len(prompts)))
             cfg = TrainConfig(**{**cfg.as_dict(), "data": "noised"})
         else:
+            gather = dist["gather_data"]
+            teacher_cfg = TrainConfig(**{**cfg.as_dict(), "batch_size": dist["teacher_batch_size"] or cfg.batch_size})
             data = teacher_trajectories(
-                denoiser, len(prompts), _latent_shape(model_patcher, width, height), cfg, on_teacher_progress,
-                keep_states=cfg.data == "trajectory",
+                denoiser, len(prompts), _latent_shape(model_patcher, width, height), teacher_cfg, on_teacher_progress,
+                keep_states=cfg.data == "trajectory", shard=(dist["rank"], dist["world_size"]) if gather else (0, 1),
             )
+            if gather:
+                data = gather(data)
         result = train_refiner(
-            bundle, denoiser, bank, data, cfg, on_step=on_step, save_checkpoint=save_checkpoint, autocast_dtype=autocast_dtype
+            bundle, denoiser, bank, data, cfg, on_step=on_step, save_checkpoint=save_checkpoint, autocast_dtype=autocast_dtype,
+            rank=dist["rank"], world_size=dist["world_size"], all_reduce_mean=dist["all_reduce_mean"],
         )
         pattern = sharpening_pattern(result.bundle, bank)
     bundle.module.to("cpu")

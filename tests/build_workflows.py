@@ -1,0 +1,277 @@
+"""Builds workflows/*.json, workflows/api/*.json and workflows/*.png with the real ComfyUI frontend.
+
+Each example graph is described below (nodes, widget values, links). The script starts a ComfyUI
+server with this pack, builds every graph in headless chromium through LiteGraph, and saves what
+the frontend's own menu commands write: Workflow > Export (the UI format users load) and Export
+(API) (the format /prompt takes). A screenshot of each loaded graph becomes its thumbnail.
+
+    .venv/bin/python tests/build_workflows.py            # rewrite all four
+    .venv/bin/python tests/build_workflows.py dice_apply # just one
+
+tests/test_browser.py proves that loading each UI file in the frontend converts to exactly its API
+twin, and tests/test_e2e_server.py runs the API twins on a real server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+WORKFLOWS = os.path.join(harness.REPO, "workflows")
+API_DIR = os.path.join(WORKFLOWS, "api")
+CKPT = "v1-5-pruned-emaonly-fp16.safetensors"  # the SD1.5 file name ComfyUI's own templates use
+REFINER = "dice_refiner_00001.safetensors"  # what DICE Save Refiner writes first with its default prefix
+SEED = 42
+
+TRAIN_PROMPTS = "\n".join([
+    "# one prompt per line; use prompts like the ones you will generate",
+    "a photo of a cat sitting on a windowsill",
+    "a watercolor painting of a lighthouse at dusk",
+    "a portrait of an old fisherman, dramatic lighting",
+    "a bowl of ramen, food photography",
+    "a futuristic city skyline at night, neon lights",
+    "a red vintage car parked on a cobblestone street",
+    "an oil painting of a mountain lake in autumn",
+    "a cozy cabin in a snowy forest",
+])
+PROMPT = "a watercolor painting of a lighthouse at dusk, detailed, soft light"
+NEGATIVE = "blurry, low quality, watermark, text"
+
+NOTE_TRAIN = """## DICE: train a refiner
+
+**DICE** (*Distilling Classifier-Free Guidance into Text Embeddings*) learns a small **refiner** that
+rewrites the prompt embedding so that **KSampler at cfg 1.0 looks like cfg 5**, with one model pass
+per step instead of two (about half the sampling cost).
+
+1. **Load Checkpoint**: the model you want to speed up (SD1.5, SDXL, PixArt). It is the frozen
+   CFG teacher and is not modified.
+2. **DICE Train Refiner**: put prompts like the ones you will generate in *prompts*, one per line
+   (a few dozen or more is best; `#` lines are ignored). *guidance_scale* is the cfg the refiner
+   learns to reproduce; *width/height* should be your generation size. Data-free: the teacher makes
+   its own training latents. 1000 steps at batch 8 take a while on a GPU; the progress bar shows
+   the loss curve, and cancelling keeps a resumable `<prefix>_checkpoint.safetensors`.
+3. **DICE Save Refiner** writes `models/dice/dice_refiner_00001.safetensors`.
+
+The previews show the loss curve and which token positions the refiner changes.
+Next: open **dice_apply.json**.
+"""
+
+NOTE_APPLY = """## DICE: sample at cfg 1.0 with a refiner
+
+1. **DICE Load Refiner** picks a refiner from `models/dice` (train one with **dice_train.json**).
+   Use it with the checkpoint it was trained for.
+2. **DICE Refine Conditioning** rewrites your prompt embedding: `c' = c + strength * R(c, uc)`.
+   *strength* 1.0 reproduces the guidance the refiner learned; higher sharpens more.
+3. **KSampler at cfg 1.0**: ComfyUI then skips the unconditional pass, so every step costs one
+   model call instead of two. The negative input is unused at cfg 1.0 (it is zeroed here).
+
+Do not raise cfg above 1.0 with refined conditioning: the refiner already contains the guidance.
+"""
+
+NOTE_COMPARE = """## DICE: cfg 5 vs cfg 1 + refiner
+
+Same checkpoint, prompt, seed and sampler, two ways:
+
+* **left**: plain CFG, KSampler at **cfg 5** (two model passes per step);
+* **right**: DICE, the refined prompt with KSampler at **cfg 1.0** (one pass per step).
+
+**Image Stitch** puts them side by side in one saved image. With a refiner trained at
+guidance_scale 5 for this checkpoint, the right image should look close to the left one at about
+half the sampling time. The seed is fixed on both samplers so they start from the same noise.
+"""
+
+NOTE_NEGATIVE = """## DICE with a negative prompt
+
+At cfg 1.0 KSampler ignores its negative input, so a negative prompt has to go **into the refiner**:
+connect it to **DICE Refine Conditioning**'s optional **negative** input, where it replaces the
+empty prompt as `uc` in `c' = c + strength * R(c, uc)`.
+
+Without it the refiner uses the empty-prompt embedding stored in its file (what it was trained
+with). For best results with a fixed negative prompt, also connect the same negative to
+**DICE Train Refiner**'s *negative* input when training.
+"""
+
+
+def _ckpt(pos):
+    return {"key": "ckpt", "type": "CheckpointLoaderSimple", "pos": pos, "widgets": {"ckpt_name": CKPT}}
+
+
+def _note(text, pos, size):
+    return {"key": "note", "type": "MarkdownNote", "pos": pos, "size": size, "title": "About this workflow",
+            "widgets": {"text": text}}
+
+
+def spec_train() -> list[dict]:
+    return [
+        _note(NOTE_TRAIN, [0, -290], [1140, 260]),
+        _ckpt([0, 40]),
+        {"key": "train", "type": "DiceTrainRefiner", "pos": [340, 40], "size": [400, 700],
+         "inputs": {"model": ("ckpt", 0), "clip": ("ckpt", 1)},
+         "widgets": {"prompts": TRAIN_PROMPTS, "steps": 1000, "batch_size": 8, "guidance_scale": 5.0, "seed": 0,
+                     "width": 512, "height": 512, "samples_per_prompt": 4, "teacher_steps": 20, "save_every": 250,
+                     "filename_prefix": "dice_refiner"}},
+        {"key": "save", "type": "DiceSaveRefiner", "pos": [800, 40], "inputs": {"refiner": ("train", 0)},
+         "widgets": {"filename_prefix": "dice_refiner", "keep_optimizer_state": True}},
+        {"key": "loss", "type": "PreviewImage", "pos": [800, 200], "size": [340, 260], "title": "Loss curve",
+         "inputs": {"images": ("train", 1)}},
+        {"key": "sharp", "type": "PreviewImage", "pos": [800, 500], "size": [340, 260], "title": "Sharpening pattern",
+         "inputs": {"images": ("train", 2)}},
+    ]
+
+
+def _apply_core(negative: bool) -> list[dict]:
+    nodes = [
+        _ckpt([0, 40]),
+        {"key": "loader", "type": "DiceLoadRefiner", "pos": [0, 200], "widgets": {"refiner_name": REFINER}},
+        {"key": "pos", "type": "CLIPTextEncode", "pos": [300, 40], "size": [400, 150], "title": "Prompt",
+         "inputs": {"clip": ("ckpt", 1)}, "widgets": {"text": PROMPT}},
+    ]
+    refine_inputs = {"positive": ("pos", 0), "refiner": ("loader", 0)}
+    if negative:
+        nodes.append({"key": "neg", "type": "CLIPTextEncode", "pos": [300, 250], "size": [400, 120],
+                      "title": "Negative prompt (goes into the refiner)", "inputs": {"clip": ("ckpt", 1)},
+                      "widgets": {"text": NEGATIVE}})
+        refine_inputs["negative"] = ("neg", 0)
+    nodes += [
+        {"key": "refine", "type": "DiceRefineConditioning", "pos": [760, 40], "inputs": refine_inputs,
+         "widgets": {"strength": 1.0}},
+        {"key": "zero", "type": "ConditioningZeroOut", "pos": [760, 180], "title": "Negative: unused at cfg 1.0",
+         "inputs": {"conditioning": ("pos", 0)}},
+        {"key": "latent", "type": "EmptyLatentImage", "pos": [760, 280], "widgets": {"width": 512, "height": 512,
+                                                                                    "batch_size": 1}},
+        {"key": "ks", "type": "KSampler", "pos": [1060, 40], "title": "KSampler (cfg 1.0)",
+         "inputs": {"model": ("ckpt", 0), "positive": ("refine", 0), "negative": ("zero", 0), "latent_image": ("latent", 0)},
+         "widgets": {"seed": SEED, "control_after_generate": "fixed", "steps": 20, "cfg": 1.0, "sampler_name": "euler",
+                     "scheduler": "normal", "denoise": 1.0}},
+        {"key": "decode", "type": "VAEDecode", "pos": [1360, 40], "inputs": {"samples": ("ks", 0), "vae": ("ckpt", 2)}},
+        {"key": "out", "type": "SaveImage", "pos": [1360, 140], "size": [320, 340],
+         "inputs": {"images": ("decode", 0)},
+         "widgets": {"filename_prefix": "DICE/negative" if negative else "DICE/apply"}},
+    ]
+    return nodes
+
+
+def spec_apply() -> list[dict]:
+    return [_note(NOTE_APPLY, [0, -250], [1300, 220])] + _apply_core(negative=False)
+
+
+def spec_negative() -> list[dict]:
+    return [_note(NOTE_NEGATIVE, [0, -250], [1300, 220])] + _apply_core(negative=True)
+
+
+def spec_compare() -> list[dict]:
+    sampler = {"seed": SEED, "control_after_generate": "fixed", "steps": 20, "sampler_name": "euler",
+               "scheduler": "normal", "denoise": 1.0}
+    return [
+        _note(NOTE_COMPARE, [0, -250], [1300, 220]),
+        _ckpt([0, 40]),
+        {"key": "loader", "type": "DiceLoadRefiner", "pos": [0, 200], "widgets": {"refiner_name": REFINER}},
+        {"key": "pos", "type": "CLIPTextEncode", "pos": [300, 40], "size": [400, 150], "title": "Prompt",
+         "inputs": {"clip": ("ckpt", 1)}, "widgets": {"text": PROMPT}},
+        {"key": "neg", "type": "CLIPTextEncode", "pos": [300, 250], "size": [400, 110],
+         "title": "Negative (empty, as the refiner was trained)", "inputs": {"clip": ("ckpt", 1)}, "widgets": {"text": ""}},
+        {"key": "latent", "type": "EmptyLatentImage", "pos": [300, 410], "widgets": {"width": 512, "height": 512,
+                                                                                    "batch_size": 1}},
+        {"key": "refine", "type": "DiceRefineConditioning", "pos": [760, 40], "inputs": {"positive": ("pos", 0),
+                                                                                        "refiner": ("loader", 0)},
+         "widgets": {"strength": 1.0}},
+        {"key": "ks_cfg", "type": "KSampler", "pos": [1060, 40], "title": "KSampler cfg 5 (baseline)",
+         "inputs": {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0), "latent_image": ("latent", 0)},
+         "widgets": {**sampler, "cfg": 5.0}},
+        {"key": "ks_dice", "type": "KSampler", "pos": [1060, 340], "title": "KSampler cfg 1.0 + DICE",
+         "inputs": {"model": ("ckpt", 0), "positive": ("refine", 0), "negative": ("neg", 0), "latent_image": ("latent", 0)},
+         "widgets": {**sampler, "cfg": 1.0}},
+        {"key": "dec_cfg", "type": "VAEDecode", "pos": [1360, 40], "inputs": {"samples": ("ks_cfg", 0),
+                                                                            "vae": ("ckpt", 2)}},
+        {"key": "dec_dice", "type": "VAEDecode", "pos": [1360, 340], "inputs": {"samples": ("ks_dice", 0),
+                                                                              "vae": ("ckpt", 2)}},
+        {"key": "stitch", "type": "ImageStitch", "pos": [1360, 460], "title": "left: cfg 5 | right: cfg 1 + DICE",
+         "inputs": {"image1": ("dec_cfg", 0), "image2": ("dec_dice", 0)},
+         "widgets": {"direction": "right", "match_image_size": True, "spacing_width": 8, "spacing_color": "white"}},
+        {"key": "out", "type": "SaveImage", "pos": [1660, 40], "size": [420, 320], "inputs": {"images": ("stitch", 0)},
+         "widgets": {"filename_prefix": "DICE/compare"}},
+    ]
+
+
+SPECS = {
+    "dice_train": spec_train,
+    "dice_apply": spec_apply,
+    "dice_compare": spec_compare,
+    "dice_negative_prompt": spec_negative,
+}
+
+BUILD_JS = """async (spec) => {
+  const app = window.app, LG = window.LiteGraph;
+  app.graph.clear();
+  const byKey = {};
+  for (const s of spec) {
+    const node = LG.createNode(s.type);
+    if (!node) throw new Error('unknown node type ' + s.type);
+    app.graph.add(node);
+    node.pos = s.pos;
+    if (s.title) node.title = s.title;
+    for (const [name, value] of Object.entries(s.widgets || {})) {
+      const w = (node.widgets || []).find(w => w.name === name);
+      if (!w) throw new Error(s.type + ' has no widget ' + name);
+      w.value = value;
+    }
+    byKey[s.key] = node;
+  }
+  for (const s of spec) {
+    const dst = byKey[s.key];
+    for (const [input, [srcKey, slot]] of Object.entries(s.inputs || {})) {
+      const idx = dst.findInputSlot(input);
+      if (idx < 0) throw new Error(s.type + ' has no input ' + input);
+      if (!byKey[srcKey].connect(slot, dst, idx)) throw new Error('could not connect ' + srcKey + '[' + slot + '] -> ' + s.key + '.' + input);
+    }
+  }
+  for (const s of spec) {   // sizes last: connecting can resize a node
+    const node = byKey[s.key];
+    const min = node.computeSize();
+    node.size = s.size ? [Math.max(s.size[0], min[0]), Math.max(s.size[1], min[1])] : min;
+  }
+  app.graph.setDirtyCanvas(true, true);
+  return app.graph.nodes.length;
+}"""
+
+
+def build(names: list[str] | None = None, out_dir: str = WORKFLOWS) -> list[str]:
+    import browser_util
+    import comfy_server
+
+    problem = browser_util.chromium_problem()
+    if problem:
+        raise SystemExit(problem)
+    names = names or list(SPECS)
+    written = []
+    with tempfile.TemporaryDirectory(prefix="dice-build-") as base, comfy_server.ComfyServer(base) as server:
+        with browser_util.browser_page() as page:
+            page.open(server.url)
+            os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
+            for name in names:
+                n = page.evaluate(BUILD_JS, SPECS[name]())
+                ui = page.download("Comfy.ExportWorkflow", os.path.join(out_dir, f"{name}.json"))
+                api = page.download("Comfy.ExportWorkflowAPI", os.path.join(out_dir, "api", f"{name}.json"))
+                for path in (ui, api):  # stable, readable files
+                    with open(path, encoding="utf-8") as f:
+                        data = json.load(f)
+                    with open(path, "w", encoding="utf-8") as f:
+                        json.dump(data, f, indent=2, ensure_ascii=False)
+                        f.write("\n")
+                # The thumbnail shows the exported file loaded back, as a user opening it sees it.
+                with open(ui, encoding="utf-8") as f:
+                    page.load_workflow(json.load(f), f"{name}.json")
+                png = page.fit_and_screenshot(os.path.join(out_dir, f"{name}.png"))
+                written += [ui, api, png]
+                print(f"{name}: {n} nodes -> {ui}, {api}, {png}")
+    return written
+
+
+if __name__ == "__main__":
+    build(sys.argv[1:] or None)

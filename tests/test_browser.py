@@ -1,0 +1,153 @@
+"""The real ComfyUI frontend (comfyui-frontend-package) in headless Debian chromium, against a real
+server with the pack installed.
+
+    .venv/bin/python -m pytest -m browser tests/test_browser.py
+
+Skips when /usr/bin/chromium is missing, except under CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import browser_util
+import harness
+import pytest
+from server_fixtures import TEST_OVERRIDES, WORKFLOW_NAMES, load_api_workflow, load_ui_workflow, output_files
+
+pytestmark = pytest.mark.browser
+
+DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner"]
+SCREENSHOT = os.path.join(harness.REPO, "docs", "screenshot_train.png")
+
+# Checks on the graph the frontend built: every link joins existing nodes' existing slots of compatible types.
+LINK_CHECK_JS = """() => {
+  const g = window.app.graph, problems = [];
+  const links = g.links instanceof Map ? Array.from(g.links.values()) : Object.values(g.links || {});
+  for (const l of links) {
+    if (!l) continue;
+    const o = g.getNodeById(l.origin_id), t = g.getNodeById(l.target_id);
+    if (!o || !t) { problems.push('link ' + l.id + ' joins a missing node'); continue; }
+    const out = o.outputs?.[l.origin_slot], inp = t.inputs?.[l.target_slot];
+    if (!out || !inp) { problems.push('link ' + l.id + ' joins a missing slot'); continue; }
+    if (inp.link !== l.id) problems.push('input ' + t.type + '.' + inp.name + ' does not point back at link ' + l.id);
+    if (!(out.links || []).includes(l.id)) problems.push('output ' + o.type + '.' + out.name + ' does not list link ' + l.id);
+    if (!window.LiteGraph.isValidConnection(out.type, inp.type))
+      problems.push(o.type + '.' + out.name + ' (' + out.type + ') -> ' + t.type + '.' + inp.name + ' (' + inp.type + ')');
+  }
+  for (const n of g.nodes) if (n.has_errors || n.type === undefined) problems.push('node ' + n.id + ' ' + n.type + ' has errors');
+  return {problems, links: links.filter(Boolean).length, nodes: g.nodes.length};
+}"""
+
+SET_WIDGETS_JS = """(overrides) => {
+  for (const n of window.app.graph.nodes) {
+    for (const [name, value] of Object.entries(overrides[n.type] || {})) {
+      const w = (n.widgets || []).find(w => w.name === name);
+      if (!w) throw new Error(n.type + ' has no widget ' + name);
+      w.value = value;
+    }
+  }
+}"""
+
+BAD_CONSOLE_WORDS = ("invalid link", "link error", "missing node", "failed to load workflow", "could not find",
+                     "not registered", "workflow validation", "links fixed")
+
+
+@pytest.fixture(scope="module")
+def page(request):
+    browser_util.chromium_or_skip()  # before starting a server for nothing
+    server = request.getfixturevalue("comfy_server_proc")
+    with browser_util.browser_page() as p:
+        p.open(server.url)
+        yield p
+
+
+def _load(page, name: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Load a workflow file as a user opening it would; return what the console said meanwhile and any dialogs."""
+    page.close_dialogs()
+    page.close_toasts()
+    page.page.wait_for_function("() => !document.querySelector('.p-toast-message')", timeout=5_000)
+    mark = len(page.console)
+    page.load_workflow(load_ui_workflow(name), f"{name}.json")
+    page.page.wait_for_timeout(300)
+    return page.console[mark:], page.dialogs()
+
+
+def test_every_dice_node_is_registered_in_the_page(page):
+    found = page.evaluate("""(ids) => ids.map(id => ({
+        id, registered: id in window.LiteGraph.registered_node_types,
+        category: window.LiteGraph.registered_node_types[id]?.category,
+        title: window.LiteGraph.registered_node_types[id]?.title,
+    }))""", DICE_NODES)
+    for f in found:
+        assert f["registered"], f"{f['id']} is not a LiteGraph node type in the page"
+        assert f["category"] == "conditioning/DICE"
+        assert f["title"].startswith("DICE ")
+    # The node appears with its widgets when created from the page.
+    widgets = page.evaluate("""() => { const n = window.LiteGraph.createNode('DiceRefineConditioning');
+        return [n.inputs.map(i => i.name), n.widgets.map(w => w.name)]; }""")
+    assert widgets[0][:2] == ["positive", "refiner"] and "negative" in widgets[0]
+    assert widgets[1] == ["strength"]
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_workflow_loads_cleanly_and_converts_to_its_api_twin(page, name):
+    console, dialogs = _load(page, name)
+    assert not [d for d in dialogs if "missing" in d.lower()], f"missing-nodes dialog for {name}: {dialogs}"
+    assert not dialogs, f"dialogs after loading {name}: {dialogs}"
+    toasts = [t for t in page.toasts() if any(w in t.lower() for w in ("validation", "links fixed", "invalid", "error"))]
+    assert not toasts, f"toasts after loading {name}: {toasts}"
+    bad = [f"{kind}: {text}" for kind, text in console
+           if kind in ("error", "warning") and any(w in text.lower() for w in BAD_CONSOLE_WORDS)]
+    assert not bad, f"console after loading {name}:\n" + "\n".join(bad)
+    check = page.evaluate(LINK_CHECK_JS)
+    ui = load_ui_workflow(name)
+    assert not check["problems"], check["problems"]
+    assert check["nodes"] == len(ui["nodes"]) and check["links"] == len(ui["links"])
+    prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
+    assert json.loads(json.dumps(prompt)) == load_api_workflow(name), (
+        f"workflows/api/{name}.json differs from the frontend's conversion of workflows/{name}.json; "
+        "rebuild both with tests/build_workflows.py")
+
+
+def test_train_workflow_screenshot(page):
+    _load(page, "dice_train")
+    os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
+    page.fit_and_screenshot(SCREENSHOT)
+    with open(SCREENSHOT, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert os.path.getsize(SCREENSHOT) > 20_000
+
+
+def test_queueing_apply_from_the_page_saves_its_image(page, request):
+    # Requested here, not as arguments: session fixtures would otherwise train before `page` can skip.
+    server = request.getfixturevalue("comfy_server_proc")
+    trained_refiner = request.getfixturevalue("trained_refiner")
+    _load(page, "dice_apply")
+    # A user would pick their checkpoint and refiner in the combos and lower the size; do the same.
+    overrides = {**TEST_OVERRIDES, "DiceLoadRefiner": {"refiner_name": trained_refiner["name"]},
+                 "KSampler": {**TEST_OVERRIDES["KSampler"], "seed": int(time.time()) % 100_000}}  # never a cache hit
+    page.evaluate(SET_WIDGETS_JS, overrides)
+    before = set(server.get("/history"))
+    started = time.monotonic()
+    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    entry = None
+    while time.monotonic() - started < 120:
+        hist = server.get("/history")
+        new = [k for k in hist if k not in before]
+        if new and hist[new[0]].get("status", {}).get("completed"):
+            entry = hist[new[0]]
+            break
+        if new and hist[new[0]].get("status", {}).get("status_str") == "error":
+            pytest.fail(f"the queued prompt failed: {hist[new[0]]['status']}")
+        time.sleep(0.3)
+    assert entry is not None, f"no finished prompt within 120 s; page dialogs: {page.dialogs()}\n{server.log_tail()}"
+    images = output_files(entry)
+    assert len(images) == 1
+    path = server.path("output", images[0]["subfolder"], images[0]["filename"])
+    assert os.path.isfile(path) and images[0]["filename"].startswith("apply_")
+    # The page received the result too (the SaveImage node shows it).
+    page.page.wait_for_function("() => Object.keys(window.app.nodeOutputs || {}).length > 0 || "
+                                "document.querySelectorAll('img[src*=\"/view\"]').length > 0", timeout=30_000)

@@ -1,0 +1,153 @@
+"""What the Comfy registry and ComfyUI-Manager need from this repo, and a copy-install that loads.
+
+    .venv/bin/python -m pytest tests/test_packaging.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import comfy_server
+import harness
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+REPO = harness.REPO
+# https://semver.org/#is-there-a-suggested-regular-expression-regex-to-check-a-semver-string
+SEMVER = re.compile(
+    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+)
+NEVER_REQUIRE = {"torch", "torchvision", "torchaudio"}
+DICE_NODES = {"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner"}
+
+
+def _pyproject() -> dict:
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)
+
+
+def _requirement_names(lines) -> list[str]:
+    names = []
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)", line)
+        if m:
+            names.append(re.sub(r"[-_.]+", "-", m.group(1)).lower())
+    return names
+
+
+def _comfyui_requirements() -> set[str]:
+    path = os.path.join(harness.comfyui_path(), "requirements.txt")
+    with open(path, encoding="utf-8") as f:
+        return set(_requirement_names(f))
+
+
+def test_project_metadata_for_the_registry():
+    project = _pyproject()["project"]
+    name = project["name"]
+    assert "comfyui" not in name.lower(), f"the registry rejects node ids containing 'comfyui': {name}"
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name), f"use a lowercase, dash-separated id: {name}"
+    assert SEMVER.match(project["version"]), f"version must be semver: {project['version']}"
+    assert len(project.get("description", "")) >= 20
+    lic = project.get("license")
+    assert lic, "[project] license is missing"
+    if isinstance(lic, dict) and "file" in lic:
+        assert os.path.isfile(os.path.join(REPO, lic["file"])), f"license file {lic['file']} is missing"
+    repo_url = project.get("urls", {}).get("Repository", "")
+    assert repo_url.startswith("https://"), "[project.urls] Repository must be an https URL"
+
+
+def test_tool_comfy_section():
+    comfy = _pyproject()["tool"]["comfy"]
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]*", comfy.get("PublisherId", "")), "PublisherId: the registry publisher id"
+    assert comfy.get("DisplayName", "").strip()
+    icon = comfy.get("Icon", "")
+    assert icon.startswith("https://") and re.search(r"\.(png|jpe?g|svg|gif|webp)$", icon), (
+        f"[tool.comfy] Icon must be an image URL (the registry shows it; ~400x400 px), got {icon!r}")
+    # An icon served from this repo's default branch must exist here, square.
+    repo_url = _pyproject()["project"]["urls"]["Repository"].rstrip("/")
+    raw = repo_url.replace("https://github.com/", "https://raw.githubusercontent.com/") + "/main/"
+    if icon.startswith(raw):
+        from PIL import Image
+
+        local = os.path.join(REPO, icon[len(raw):])
+        assert os.path.isfile(local), f"{icon} points at {local}, which is not in the repo"
+        with Image.open(local) as im:
+            assert im.size[0] == im.size[1] >= 128, im.size
+
+
+def test_requirements_name_nothing_comfyui_ships_and_never_torch():
+    with open(os.path.join(REPO, "requirements.txt"), encoding="utf-8") as f:
+        names = _requirement_names(f)
+    names += _requirement_names(_pyproject()["project"].get("dependencies", []))
+    assert not NEVER_REQUIRE & set(names), "never require torch/torchvision/torchaudio: it replaces a user's CUDA build"
+    shipped = _comfyui_requirements() | NEVER_REQUIRE
+    assert not shipped & set(names), f"ComfyUI already installs {sorted(shipped & set(names))}"
+
+
+def test_license_is_gpl3_compatible():
+    with open(os.path.join(REPO, "LICENSE"), encoding="utf-8") as f:
+        text = f.read()
+    head = " ".join(text[:600].split())
+    gpl3 = "GNU GENERAL PUBLIC LICENSE Version 3" in head
+    agpl3 = "GNU AFFERO GENERAL PUBLIC LICENSE Version 3" in head
+    permissive = any(s in head for s in ("MIT License", "Apache License Version 2.0", "BSD 3-Clause", "BSD 2-Clause"))
+    assert gpl3 or agpl3 or permissive, "LICENSE must be GPL-3.0 or compatible with it (ComfyUI is GPL-3.0)"
+    if gpl3:
+        assert "TERMS AND CONDITIONS" in text and "END OF TERMS AND CONDITIONS" in text, "use the full GPL-3.0 text"
+
+
+def test_comfyignore_keeps_the_runtime_and_drops_the_dev_files():
+    files = comfy_server.pack_files()
+    for needed in ("__init__.py", "LICENSE", "nodes/__init__.py", "dice_core/refiner.py", "workflows/dice_apply.json"):
+        assert needed in files, f"{needed} must be in the published package"
+    assert any(f.startswith("toyworld/") for f in files)
+    for f in files:
+        assert not f.startswith(("tests/", "benchmarks/", "scripts/", ".ci/", ".venv/", ".git/")), f
+        assert not (f.startswith("docs/") and f.endswith(".png")), f
+    size = sum(os.path.getsize(os.path.join(REPO, f)) for f in files)
+    assert size < 20 * 2**20, f"the package would be {size / 2**20:.1f} MiB"
+
+
+def test_copy_into_a_fresh_custom_nodes_folder_loads(tmp_path):
+    """Install as a user does (copy the package's files into custom_nodes/) and load it with ComfyUI's own
+    loader in a fresh interpreter; the e2e tests then run a real server on such a copy."""
+    pack = comfy_server.install_pack(str(tmp_path / "custom_nodes"))
+    assert not os.path.exists(os.path.join(pack, "tests"))
+    code = f"""
+import asyncio, sys
+sys.path[:0] = [{harness.comfyui_path()!r}]
+from comfy.cli_args import args
+args.cpu = True
+import nodes
+ok = asyncio.run(nodes.load_custom_node({pack!r}))
+assert ok, "load_custom_node returned False"
+print("NODES", sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("Dice")))
+"""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    if not comfy_server._real_torchvision():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (harness.STUBS, env.get("PYTHONPATH")) if p)
+    r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    line = next(x for x in r.stdout.splitlines() if x.startswith("NODES"))
+    assert set(eval(line[len("NODES "):])) == DICE_NODES
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+
+
+@pytest.mark.parametrize("path", ["__init__.py", "nodes/__init__.py"])
+def test_pack_does_not_import_tests_or_dev_tools(path):
+    with open(os.path.join(REPO, path), encoding="utf-8") as f:
+        src = f.read()
+    assert not re.search(r"^\s*(from|import)\s+(tests|harness|pytest)\b", src, re.M)
