@@ -10,9 +10,8 @@ import argparse
 import json
 import statistics
 
-import torch
-
 import common
+import torch
 
 
 def main() -> None:
@@ -28,8 +27,9 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     a = ap.parse_args()
     harness = common.setup(a.device)
-    import nodes
     import tiny_models
+
+    import nodes
     from dice_core.fileformat import RefinerBundle
     from dice_core.refiner import Refiner
 

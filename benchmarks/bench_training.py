@@ -10,10 +10,9 @@ import argparse
 import json
 import time
 
+import common
 import psutil
 import torch
-
-import common
 
 
 def main() -> None:
@@ -32,6 +31,7 @@ def main() -> None:
     harness = common.setup(a.device)
     torch.manual_seed(0)
     import tiny_models
+
     from dice_core.fileformat import RefinerBundle
     from dice_core.refiner import Refiner, refine
     from dice_core.training import PromptBank, TrainConfig, distillation_loss, sample_batch, teacher_trajectories, train_refiner

@@ -4,9 +4,12 @@ from comfy_api.latest import ComfyExtension, io
 
 from .paths import register_dice_folder
 from .refiner_nodes import DiceLoadRefiner, DiceRefineConditioning, DiceSaveRefiner
+from .toyworld_node import DiceToyWorldLoader
 from .train_node import DiceTrainRefiner
 
-NODES: list[type[io.ComfyNode]] = [DiceLoadRefiner, DiceSaveRefiner, DiceRefineConditioning, DiceTrainRefiner]
+NODES: list[type[io.ComfyNode]] = [
+    DiceLoadRefiner, DiceSaveRefiner, DiceRefineConditioning, DiceTrainRefiner, DiceToyWorldLoader,
+]
 
 
 class DiceExtension(ComfyExtension):

@@ -19,7 +19,7 @@ from server_fixtures import TEST_OVERRIDES, WORKFLOW_NAMES, load_api_workflow, l
 
 pytestmark = pytest.mark.browser
 
-DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner"]
+DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader"]
 SCREENSHOT = os.path.join(harness.REPO, "docs", "screenshot_train.png")
 
 # Checks on the graph the frontend built: every link joins existing nodes' existing slots of compatible types.

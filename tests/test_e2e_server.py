@@ -32,6 +32,7 @@ DICE_NODES = {
         ["clip", "resume_from", "latents", "conditioning", "negative"],
         ["DICE_REFINER", "IMAGE", "IMAGE"],
     ),
+    "DiceToyWorldLoader": ("DICE Toy World Loader (demo model)", [], [], ["MODEL", "CLIP", "VAE"]),
 }
 
 

@@ -9,7 +9,7 @@ import torch
 from dice_core.fileformat import RefinerBundle, RefinerFileError, save_refiner
 from dice_core.refiner import Refiner
 
-DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner"]
+DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader"]
 
 
 def _bundle(dim, family, seed=0):
@@ -127,3 +127,15 @@ def test_ksampler_at_cfg1_on_refined_conditioning_skips_the_uncond_pass(comfy_no
     # cfg 5: every call carries cond and uncond; cfg 1 on refined: the uncond pass is skipped.
     assert sum(counts[5.0]) == 2 * sum(counts[1.0])
     assert counts[1.0] == [1] * 4
+
+
+def test_toy_world_loader_gives_a_real_model_clip_and_vae(comfy_nodes):
+    import nodes
+
+    model, clip, vae = comfy_nodes["DiceToyWorldLoader"].execute().args
+    assert type(model.model.model_config).__name__ == "SD15"
+    cond = nodes.CLIPTextEncode().encode(clip, "a red square on the left")[0]
+    assert cond[0][0].shape == (1, 16, 64)
+    (latent,) = nodes.common_ksampler(model, 0, 2, 1.0, "euler", "normal", cond, cond, {"samples": torch.zeros(1, 4, 16, 16)})
+    image = vae.decode(latent["samples"])
+    assert image.shape == (1, 128, 128, 3) and torch.isfinite(image).all()

@@ -1,0 +1,88 @@
+"""`make bench`: every CPU benchmark, then benchmarks/results.json and BENCHMARKS.md are rewritten.
+
+  python benchmarks/run_all.py                 # everything (about an hour on a 2-core CPU)
+  python benchmarks/run_all.py --only toyworld sampling
+GPU figures (run on a lent GPU with --device cuda) are merged into the same files, keyed by card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import common
+from report import write_benchmarks_md
+
+RESULTS = os.path.join(common.REPO, "benchmarks", "results.json")
+
+
+def sampling(device: str) -> dict:
+    runs = {}
+    for batch in (1, 2):
+        runs[f"sd15_256px_batch{batch}"] = common.run_child(
+            "bench_sampling.py", ["--family", "sd15", "--res", "256", "--steps", "4", "--batch", str(batch), "--device", device])
+        print(json.dumps(runs[f"sd15_256px_batch{batch}"]), flush=True)
+    return runs
+
+
+def training(device: str) -> dict:
+    args = ["--family", "sd15", "--res", "256", "--batch", "1", "--steps", "4", "--warmup", "1", "--device", device]
+    node = common.run_child("bench_training.py", ["--mode", "node", *args])
+    ref = common.run_child("bench_training.py", ["--mode", "reference", *args])
+    out = {"node": node, "reference": ref, "step_ratio_node_over_reference": node["s_per_step"] / ref["s_per_step"],
+           "peak_rss_ratio": node["peak_rss_mb"] / ref["peak_rss_mb"]}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def cost_curve(device: str) -> list[dict]:
+    points = []
+    base = {"batch": 1, "res": 128, "tokens": 77}
+    grid = [dict(base), dict(base, batch=2), dict(base, batch=4), dict(base, res=256), dict(base, tokens=154),
+            dict(base, tokens=231)]
+    for p in grid:
+        r = common.run_child("bench_training.py", ["--mode", "node", "--family", "sd15", "--res", str(p["res"]), "--batch",
+                                                    str(p["batch"]), "--tokens", str(p["tokens"]), "--steps", "3", "--warmup",
+                                                    "1", "--device", device])
+        points.append(r)
+        print(json.dumps(r), flush=True)
+    return points
+
+
+def toyworld(quick: bool) -> dict:
+    sys.path.insert(0, os.path.join(common.REPO, "benchmarks"))
+    import toyworld_table
+
+    args = ["--grid", os.path.join(common.REPO, "docs", "toyworld_grid.png")]
+    return toyworld_table.main(args + (["--quick"] if quick else []))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve"], default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick-toyworld", action="store_true")
+    a = ap.parse_args()
+    results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
+    key = "cpu" if a.device == "cpu" else f"gpu:{common.machine().get('gpu', a.device)}"
+    section = results.setdefault(key, {})
+    section["machine"] = common.machine()
+    section["date"] = datetime.date.today().isoformat()
+    todo = a.only or ["sampling", "training", "cost_curve", "toyworld"]
+    for name in todo:
+        print(f"== {name}", flush=True)
+        if name == "toyworld":
+            section["toyworld"] = toyworld(a.quick_toyworld)
+        else:
+            section[name] = globals()[name](a.device)
+        with open(RESULTS, "w") as f:
+            json.dump(results, f, indent=1)
+    write_benchmarks_md(results, os.path.join(common.REPO, "BENCHMARKS.md"))
+    print(f"wrote {RESULTS} and BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
