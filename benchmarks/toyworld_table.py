@@ -87,6 +87,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
     ap.add_argument("--grid", default=None)
+    ap.add_argument("--unet", default=None, help="base model weights (default: the shipped toyworld/weights)")
     ap.add_argument("--save-refiner", default=None, help="write the first seed's refiner here (.safetensors)")
     a = ap.parse_args(argv)
     steps = a.steps or (400 if a.quick else 2000)
@@ -103,7 +104,7 @@ def main(argv=None) -> dict:
     from toyworld.comfy_objects import load_toy_world
     from toyworld.evaluate import sample_and_score
 
-    model, clip, vae = load_toy_world()
+    model, clip, vae = load_toy_world(a.unet) if a.unet else load_toy_world()
     encoder = nodes.CLIPTextEncode()
 
     def encode(text):

@@ -66,7 +66,7 @@ def token_bar_image(
     n = len(vals)
     vmax = float(vals.max()) if n and vals.max() > 0 else 1.0
     w, h = width - left - right, height - top - bottom
-    palette = {"start": (120, 120, 120), "word": (30, 110, 200), "end": (220, 120, 20), "pad": (60, 160, 80)}
+    palette = {"start": (120, 120, 120), "word": (30, 110, 200), "token": (30, 110, 200), "end": (220, 120, 20), "pad": (60, 160, 80)}
     bw = w / max(n, 1)
     for i, v in enumerate(vals):
         x0 = left + i * bw

@@ -24,13 +24,19 @@ def dice_folder() -> str:
     return register_dice_folder()
 
 
-def next_free_path(prefix: str) -> str:
-    """models/dice/<prefix>_00001.safetensors, counting up; the prefix may contain sub-folders."""
+def prefixed_path(prefix: str) -> str:
+    """models/dice/<prefix>, refusing prefixes that climb out of the folder; sub-folders are created."""
     base = os.path.join(dice_folder(), prefix)
     root = os.path.realpath(dice_folder())
-    if os.path.commonpath([root, os.path.realpath(base)]) != root:
+    if not prefix or os.path.commonpath([root, os.path.realpath(base)]) != root:
         raise ValueError(f"filename prefix {prefix!r} points outside models/{FOLDER}")
     os.makedirs(os.path.dirname(base), exist_ok=True)
+    return base
+
+
+def next_free_path(prefix: str) -> str:
+    """models/dice/<prefix>_00001.safetensors, counting up; the prefix may contain sub-folders."""
+    base = prefixed_path(prefix)
     n = 1
     while os.path.exists(f"{base}_{n:05d}.safetensors"):
         n += 1

@@ -16,7 +16,7 @@ from dice_core.plots import loss_curve_image, token_bar_image
 from dice_core.training import DEFAULT_RECIPE, RECIPES, TrainConfig
 
 from .comfy_bridge import encode_prompt, family_for
-from .paths import dice_folder
+from .paths import prefixed_path
 from .refiner_nodes import CATEGORY, DiceRefiner
 from .training_session import run_training, token_groups
 
@@ -147,8 +147,7 @@ class DiceTrainRefiner(io.ComfyNode):
         cfg = TrainConfig.from_recipe(recipe, **overrides)
         samples = latents["samples"] if latents is not None else None
 
-        checkpoint_path = os.path.join(dice_folder(), f"{filename_prefix}_checkpoint.safetensors")
-        os.makedirs(os.path.dirname(checkpoint_path), exist_ok=True)
+        checkpoint_path = prefixed_path(filename_prefix) + "_checkpoint.safetensors"
 
         def save_checkpoint(bundle: RefinerBundle) -> None:
             save_refiner(checkpoint_path, bundle)

@@ -192,18 +192,8 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
     return SessionResult(bundle=result.bundle, losses=result.losses, pattern=pattern, family=info.name)
 
 
-def token_groups(num_tokens: int, keep_rule: str, prompt_lengths: list[int] | None = None) -> list[str]:
-    """Label positions start/word/end/pad for the sharpening plot (CLIP layout: 77-token chunks)."""
-    labels = []
-    for t in range(num_tokens):
-        pos = t % 77 if keep_rule == "clip_chunk_start" else t
-        if keep_rule == "clip_chunk_start" and pos == 0:
-            labels.append("start")
-        else:
-            labels.append("word")
-    if prompt_lengths:
-        n = max(prompt_lengths)
-        for t in range(num_tokens):
-            if labels[t] == "word" and t >= n:
-                labels[t] = "pad"
-    return labels
+def token_groups(num_tokens: int, keep_rule: str) -> list[str]:
+    """Labels for the sharpening plot: the kept start token of each CLIP chunk, every other position."""
+    if keep_rule == "clip_chunk_start":
+        return ["start" if t % 77 == 0 else "token" for t in range(num_tokens)]
+    return ["token"] * num_tokens
