@@ -29,7 +29,7 @@ def sampling(device: str) -> dict:
 
 
 def training(device: str) -> dict:
-    args = ["--family", "sd15", "--res", "256", "--batch", "1", "--steps", "4", "--warmup", "1", "--device", device]
+    args = ["--family", "sd15", "--res", "128", "--batch", "2", "--steps", "4", "--warmup", "1", "--device", device]
     node = common.run_child("bench_training.py", ["--mode", "node", *args])
     ref = common.run_child("bench_training.py", ["--mode", "reference", *args])
     out = {"node": node, "reference": ref, "step_ratio_node_over_reference": node["s_per_step"] / ref["s_per_step"],

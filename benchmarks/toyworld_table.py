@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=None, help="refiner training steps")
     ap.add_argument("--refiner-seeds", type=int, nargs="+", default=None)
     ap.add_argument("--eval-seeds", type=int, default=None, help="noise seeds per held-out prompt")
-    ap.add_argument("--batch-size", type=int, default=None, help="default 64 (32 with --quick)")
+    ap.add_argument("--batch-size", type=int, default=None, help="refiner training batch (default 32)")
     ap.add_argument("--lr", type=float, default=0.0, help="0: the recipe's")
     ap.add_argument("--samples-per-prompt", type=int, default=None)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.25, 1.5, 2.0, 3.0])
@@ -90,11 +90,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--unet", default=None, help="base model weights (default: the shipped toyworld/weights)")
     ap.add_argument("--save-refiner", default=None, help="write the first seed's refiner here (.safetensors)")
     a = ap.parse_args(argv)
-    steps = a.steps or (400 if a.quick else 2000)
+    steps = a.steps or (400 if a.quick else 1000)
     refiner_seeds = a.refiner_seeds or ([0] if a.quick else [0, 1])
     eval_seeds = list(range(a.eval_seeds or (6 if a.quick else 20)))
     spp = a.samples_per_prompt or (4 if a.quick else 8)
-    a.batch_size = a.batch_size or (32 if a.quick else 64)
+    a.batch_size = a.batch_size or 32
     if a.quick and a.sweep_seeds > 3:
         a.sweep_seeds = 3
     torch.set_num_threads(a.threads)
