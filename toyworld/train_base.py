@@ -4,12 +4,15 @@
 Objective: eps prediction on ComfyUI's own SD1.5 model_sampling (scaled-linear betas
 0.00085..0.012, 1000 steps): t ~ U{0..999}, sigma = model_sampling.sigmas[t],
 x = x0 + sigma * eps, UNet input model_sampling.calculate_input(sigma, x) at
-model_sampling.timestep(sigma), loss = MSE(eps_pred, eps). This is exactly what
+model_sampling.timestep(sigma), loss = w(t) * MSE(eps_pred, eps). This is exactly what
 BaseModel.apply_model / the samplers evaluate (checked at start-up).
+Default w(t) = (1 + sigma^2) / mean, the v-prediction loss written for an eps model: with plain
+eps-MSE a small model's eps is ~0.08 off at sigma_max = 14.6, so x0 = x - sigma * eps is ~1 off
+and ComfyUI's samplers (which, unlike the prototype's DDIM, never clip x0) diverge.
 Data: training combinations only, caption noise 0.30 per attribute, 10% of the captions replaced
 by the null prompt "" (for CFG). AdamW with linear warm-up, EMA of the weights (saved).
 
-    python -m toyworld.train_base --seed 0 --steps 1500 --out toyworld/weights/base_unet.safetensors
+    python -m toyworld.train_base --seed 0 --steps 2000 --threads 1 --state /tmp/state.pt
 """
 from __future__ import annotations
 
@@ -45,15 +48,21 @@ def parse_args(argv=None):
     p.add_argument("--noise", type=float, default=0.30, help="caption noise, per attribute")
     p.add_argument("--drop", type=float, default=0.10, help="share of captions replaced by the null prompt")
     p.add_argument("--ema", type=float, default=0.999)
-    p.add_argument("--weight-cap", type=float, default=0.0,
-                   help="eps-loss weight min(1 + sigma^2, cap), normalised to mean 1 over t (v-loss "
-                        "weighting, capped); 0 = plain eps MSE")
+    p.add_argument("--loss-weighting", choices=["v", "eps"], default="v",
+                   help="v: eps-MSE weighted by (1 + sigma^2), normalised to mean 1 over t, i.e. the "
+                        "v-prediction loss (makes x0 = x - sigma*eps accurate at high noise, which "
+                        "ComfyUI's unclipped samplers need); eps: plain eps-MSE")
+    p.add_argument("--weight-cap", type=float, default=0.0, help="cap on the v weight before normalising (0: none)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--text-encoder", default=os.path.join(HERE, "weights", "text_encoder.safetensors"))
     p.add_argument("--out", default=os.path.join(HERE, "weights", "base_unet.safetensors"))
     p.add_argument("--save-every", type=int, default=0,
                    help="also save EMA snapshots as <out>.stepN.safetensors every N steps")
     p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--state", default=None,
+                   help="resumable training state (model, EMA, optimiser, RNG), rewritten every "
+                        "--state-every steps; if the file exists, training resumes from it")
+    p.add_argument("--state-every", type=int, default=100)
     p.add_argument("--eval-seeds", type=int, default=0,
                    help="after training, evaluate cfg 1/3/5 on held-out prompts x this many seeds")
     return p.parse_args(argv)
@@ -77,8 +86,10 @@ def main(argv=None):
     co.init_unet_weights(dm, a.seed)
     ms = model.model_sampling
     sigmas = ms.sigmas.float().cpu()
-    if a.weight_cap > 0:
-        wtab = (1 + sigmas ** 2).clamp(max=a.weight_cap)
+    if a.loss_weighting == "v":
+        wtab = 1 + sigmas ** 2
+        if a.weight_cap > 0:
+            wtab = wtab.clamp(max=a.weight_cap)
         wtab = wtab / wtab.mean()
     else:
         wtab = torch.ones_like(sigmas)
@@ -103,9 +114,23 @@ def main(argv=None):
     g = torch.Generator().manual_seed(a.seed + 1000)
     print(f"UNet parameters {n_params}; text encoder {os.path.basename(a.text_encoder)}; {command}", flush=True)
 
-    t0 = time.time()
-    run = 0.0
-    for step in range(a.steps):
+    start, run, elapsed = 0, 0.0, 0.0
+    if a.state and os.path.exists(a.state):
+        st = torch.load(a.state, weights_only=True)
+        if st["args"] != {k: v for k, v in vars(a).items() if k in st["args"]}:
+            raise SystemExit(f"{a.state} was written with different arguments: {st['args']}")
+        dm.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["opt"])
+        sched.load_state_dict(st["sched"])
+        g.set_state(st["rng"])
+        start, run, elapsed = st["step"], st["run"], st["elapsed"]
+        print(f"resumed from {a.state} at step {start}", flush=True)
+    state_args = {k: v for k, v in vars(a).items()
+                  if k not in ("steps", "state", "state_every", "log_every", "eval_seeds", "threads")}
+
+    t0 = time.time() - elapsed
+    for step in range(start, a.steps):
         img, _, cap = world.train_batch(a.batch, g, a.noise)
         x0 = world.rgb_to_latent(img)
         c = E[cap]
@@ -128,6 +153,11 @@ def main(argv=None):
         run = 0.98 * run + 0.02 * loss.item()
         if step % a.log_every == 0 or step == a.steps - 1:
             print(f"step {step} loss {run / (1 - 0.98 ** (step + 1)):.4f} t={time.time() - t0:.0f}s", flush=True)
+        if a.state and ((step + 1) % a.state_every == 0 or step + 1 == a.steps):
+            torch.save({"model": dm.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": g.get_state(), "step": step + 1, "run": run,
+                        "elapsed": time.time() - t0, "args": state_args}, a.state + ".tmp")
+            os.replace(a.state + ".tmp", a.state)
         if a.save_every and (step + 1) % a.save_every == 0 and step + 1 < a.steps:
             co.save_unet(ema, f"{os.path.splitext(a.out)[0]}.step{step + 1}.safetensors",
                          {"seed": a.seed, "steps": step + 1, "command": command})
@@ -136,7 +166,7 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     meta = {
         "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
-        "caption_noise": a.noise, "null_drop": a.drop, "ema": a.ema, "weight_cap": a.weight_cap, "threads": a.threads,
+        "caption_noise": a.noise, "null_drop": a.drop, "ema": a.ema, "loss_weighting": a.loss_weighting, "weight_cap": a.weight_cap, "threads": a.threads,
         "command": command, "train_time_s": f"{train_time:.0f}", "params": n_params,
         "final_loss": f"{run / (1 - 0.98 ** a.steps):.5f}",
         "text_encoder_sha256": _sha256(a.text_encoder),

@@ -131,8 +131,7 @@ _HELD_OUT_MASK = torch.tensor([bool(is_held_out(*c)) for c in ALL_COMBOS])
 _TRAIN_IDX = torch.tensor([combo_index(*c) for c in TRAIN_COMBOS])
 
 _CAPTION_RE = re.compile(
-    r"^a (%s) (%s) (on the left|on the right|at the top|at the bottom)$"
-    % ("|".join(COLOURS), "|".join(SHAPES))
+    rf"^a ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)}) (on the left|on the right|at the top|at the bottom)$"
 )
 _PHRASE_TO_POS = {v: k for k, v in POSITION_PHRASES.items()}
 
