@@ -30,9 +30,8 @@ def setup_comfy(cpu: bool | None = None, pytorch_attention: bool = False) -> Non
         stubs = os.path.join(REPO_ROOT, "tests", "stubs")
         if os.path.isdir(os.path.join(stubs, "torchvision")) and stubs not in sys.path:
             sys.path.append(stubs)
-    from comfy.cli_args import args  # noqa: E402  (ComfyUI parses no argv when imported this way)
-
     import torch
+    from comfy.cli_args import args  # noqa: E402  (ComfyUI parses no argv when imported this way)
     if cpu is None:
         cpu = not torch.cuda.is_available()
     args.cpu = bool(cpu)

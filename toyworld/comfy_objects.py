@@ -26,15 +26,14 @@ import json
 import logging
 import os
 
-import torch
-import torch.nn.functional as F
-
 import comfy.latent_formats
 import comfy.model_management
 import comfy.model_patcher
 import comfy.sd
 import comfy.sd1_clip
 import comfy.supported_models
+import torch
+import torch.nn.functional as F
 
 from . import world
 from .text_encoder import ToyTextEncoder

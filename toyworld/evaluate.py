@@ -64,6 +64,7 @@ def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, steps=20, samp
     "prompts", "seeds", "per_prompt" (accuracy of each prompt over the seeds), "seconds".
     """
     import comfy.utils
+
     import nodes
 
     prompts, seeds = list(prompts), list(seeds)

@@ -62,7 +62,7 @@ class ToyTextEncoder(nn.Module):
 
     # -------------------------------------------------------------- construction
     @torch.no_grad()
-    def init_from_seed(self, seed: int = DEFAULT_SEED) -> "ToyTextEncoder":
+    def init_from_seed(self, seed: int = DEFAULT_SEED) -> ToyTextEncoder:
         """Deterministic init: N(0,1) token embeddings, N(0, 0.5^2) positions, N(0, 1/fan_in)
         linear weights, zero biases, unit LayerNorms. Drawn in parameter-name order."""
         g = torch.Generator().manual_seed(seed)
@@ -80,7 +80,7 @@ class ToyTextEncoder(nn.Module):
         return self
 
     @classmethod
-    def from_seed(cls, seed: int = DEFAULT_SEED, **kw) -> "ToyTextEncoder":
+    def from_seed(cls, seed: int = DEFAULT_SEED, **kw) -> ToyTextEncoder:
         return cls(**kw).init_from_seed(seed)
 
     def config(self) -> dict:
@@ -94,7 +94,7 @@ class ToyTextEncoder(nn.Module):
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path, metadata=meta)
 
     @classmethod
-    def load(cls, path: str) -> "ToyTextEncoder":
+    def load(cls, path: str) -> ToyTextEncoder:
         from safetensors import safe_open
         from safetensors.torch import load_file
         with safe_open(path, "pt") as f:
