@@ -24,7 +24,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 OUT = os.path.join(REPO, "demo_out")
-PROMPT = "a blue square on the left"  # a held-out combination: the base model never saw it in training
+PROMPT = "a blue square at the bottom"  # a held-out combination: the base model never saw it in training
 
 
 def toy_workflow(name: str, refiner_file: str, seed: int) -> dict:
