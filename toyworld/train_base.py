@@ -38,6 +38,24 @@ def _sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
+def training_metadata(a, command, train_time, n_params, final_loss) -> dict:
+    import comfyui_version
+
+    return {
+        "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
+        "caption_noise": a.noise, "null_drop": a.drop, "ema": a.ema, "loss_weighting": a.loss_weighting,
+        "weight_cap": a.weight_cap, "threads": a.threads,
+        "command": command, "train_time_s": f"{train_time:.0f}", "params": n_params,
+        "final_loss": f"{final_loss:.5f}",
+        "text_encoder_sha256": _sha256(a.text_encoder),
+        "torch": torch.__version__, "comfyui": comfyui_version.__version__,
+        "objective": "eps prediction, SD15 model_sampling (scaled linear 0.00085-0.012), uniform t, "
+                     + ("v-loss weighting (1+sigma^2)" if a.loss_weighting == "v" else "plain eps MSE")
+                     + ", EMA weights",
+        "held_out_rule": "position == (colour + shape) % 4 (toyworld.world.HELD_OUT_COMBOS)",
+    }
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
@@ -73,8 +91,6 @@ def main(argv=None):
     command = "python -m toyworld.train_base " + shlex.join(sys.argv[1:] if argv is None else argv)
     setup_comfy(pytorch_attention=True)
     torch.set_num_threads(a.threads)
-    import comfyui_version  # noqa: E402
-
     from . import comfy_objects as co
 
     torch.manual_seed(a.seed)
@@ -164,16 +180,7 @@ def main(argv=None):
     train_time = time.time() - t0
 
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    meta = {
-        "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
-        "caption_noise": a.noise, "null_drop": a.drop, "ema": a.ema, "loss_weighting": a.loss_weighting, "weight_cap": a.weight_cap, "threads": a.threads,
-        "command": command, "train_time_s": f"{train_time:.0f}", "params": n_params,
-        "final_loss": f"{run / (1 - 0.98 ** a.steps):.5f}",
-        "text_encoder_sha256": _sha256(a.text_encoder),
-        "torch": torch.__version__, "comfyui": comfyui_version.__version__,
-        "objective": "eps MSE, SD15 model_sampling (scaled linear 0.00085-0.012), uniform t, EMA weights",
-        "held_out_rule": "position == (colour + shape) % 4 (toyworld.world.HELD_OUT_COMBOS)",
-    }
+    meta = training_metadata(a, command, train_time, n_params, run / (1 - 0.98 ** a.steps))
     co.save_unet(ema, a.out, meta)
     print(f"train time {train_time:.0f}s; saved {a.out}", flush=True)
 
