@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start afresh even though RUN_DIR holds a checkpoint")
     t.add_argument("--stop-after", type=int, default=0, metavar="N",
                    help="end this launch after N steps with a checkpoint (for time-limited jobs; continue with --resume)")
-    t.add_argument("--autocast", choices=AUTOCAST, default="bf16", help="mixed precision on CUDA (ignored on the CPU)")
+    t.add_argument("--autocast", choices=AUTOCAST, default="bf16", help="CUDA: compute precision for a model loaded in float32 (fp16/bf16 models keep theirs)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about 30%% slower")
     t.add_argument("--vae-batch-size", type=int, default=8, help="images per VAE call")
     t.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available (gloo between ranks)")

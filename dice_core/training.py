@@ -153,7 +153,9 @@ def teacher_trajectories(
         for i in range(len(sigmas) - 1):
             s = sigmas[i].expand(len(idx))
             x0_c, x0_uc = denoiser.teacher(x, s, idx)
-            target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale)
+            # The model may run on a GPU in half precision; the trajectory is integrated where the
+            # noise was drawn, in float32, so the data is the same whichever device made it.
+            target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale).to(x.device, x.dtype)
             if keep_states:
                 xs.append(x.cpu())
                 ts.append(s.cpu())
@@ -278,7 +280,6 @@ def train_refiner(
     cfg: TrainConfig,
     on_step: Callable[[int, float], None] | None = None,
     save_checkpoint: Callable[[RefinerBundle], None] | None = None,
-    autocast_dtype: torch.dtype | None = None,
     rank: int = 0,
     world_size: int = 1,
     all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
@@ -290,6 +291,11 @@ def train_refiner(
 
     Distributed (torch.distributed): each rank passes its rank, the world size and an in-place
     all-reduce-mean; gradients and the logged loss are averaged across ranks before each update.
+
+    Precision belongs to the denoiser: teacher and student must run the frozen model with the same
+    numerics, or the refiner learns the rounding difference. The refiner itself stays in float32
+    (2M parameters cost nothing). A denoiser whose model computes in float16 sets
+    `needs_grad_scaling`, and the loss is then scaled so small gradients survive the fp16 backward.
     """
     cfg.validate()
     module = bundle.module
@@ -299,9 +305,10 @@ def train_refiner(
     if bundle.optimizer_state:
         restore_optimizer(opt, module, bundle.optimizer_state)
     uc = bank.uc.to(device)
+    bank_c = bank.c.to(device)  # once, not a host-to-device copy per step
     losses = list(bundle.loss_history)
     start = bundle.train_step
-    use_autocast = autocast_dtype is not None and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type) if getattr(denoiser, "needs_grad_scaling", False) else None
 
     def snapshot(step: int) -> RefinerBundle:
         bundle.train_step = step
@@ -321,10 +328,17 @@ def train_refiner(
                 x0_c, x0_uc = denoiser.teacher(x, sigma, idx)
                 target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale)
             target = target.to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=use_autocast):
-                c_refined = refine(module, bank.c[idx].to(device), uc, 1.0, bundle.keep_rule, bundle.family)
-                pred = denoiser.student(x, sigma, idx, c_refined)
+            c_refined = refine(module, bank_c[idx.to(device)], uc, 1.0, bundle.keep_rule, bundle.family)
+            pred = denoiser.student(x, sigma, idx, c_refined)
             loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
+            opt.zero_grad(set_to_none=True)
+            (scaler.scale(loss) if scaler else loss).backward()
+            if all_reduce_mean is not None:
+                for p in module.parameters():
+                    if p.grad is not None:
+                        all_reduce_mean(p.grad)
+            # Read the loss only once the backward pass is queued: an earlier float() would make the
+            # host wait for the forward pass and leave the GPU idle while it launches the backward.
             logged = loss.detach().clone()
             if all_reduce_mean is not None:
                 all_reduce_mean(logged)
@@ -332,15 +346,13 @@ def train_refiner(
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"training loss became {value} at step {step + 1}; stopped without saving this step. "
-                    "Lower the learning rate, or use float32 autocast; the last periodic checkpoint is kept."
+                    "Lower the learning rate, or train in bf16 or float32; the last periodic checkpoint is kept."
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if all_reduce_mean is not None:
-                for p in module.parameters():
-                    if p.grad is not None:
-                        all_reduce_mean(p.grad)
-            opt.step()
+            if scaler:
+                scaler.step(opt)  # skips the update when scaled gradients overflowed
+                scaler.update()
+            else:
+                opt.step()
             losses.append(value)
             completed = step + 1
             if save_checkpoint and cfg.save_every and completed % cfg.save_every == 0 and completed < cfg.steps:

@@ -60,7 +60,8 @@ class ComfyDenoiser:
     """dice_core's Denoiser on a ComfyUI ModelPatcher, through calc_cond_batch so every family's
     extra conditioning (SDXL pooled and size inputs, PixArt resolution) is applied by ComfyUI."""
 
-    def __init__(self, model_patcher, prompts: list[list], uc_entry: list, device, pad_to: int | None, pad_token):
+    def __init__(self, model_patcher, prompts: list[list], uc_entry: list, device, pad_to: int | None, pad_token,
+                 autocast_dtype: torch.dtype | None = None):
         self.patcher = model_patcher
         self.model = model_patcher.model
         self.ms = self.model.model_sampling
@@ -72,6 +73,18 @@ class ComfyDenoiser:
         self.pad_token = pad_token
         self.lengths = torch.tensor([p[0].shape[1] for p in prompts])
         self.dtype = self.model.get_dtype()
+        compute = self.model.manual_cast_dtype or self.dtype
+        # Autocast only where ComfyUI loaded the model in float32; a model already in fp16/bf16 keeps
+        # the precision ComfyUI chose for it. Teacher and student share it, so their numerics agree.
+        on_gpu = torch.device(device).type == "cuda"
+        self.autocast_dtype = autocast_dtype if on_gpu and compute == torch.float32 else None
+        effective = self.autocast_dtype or compute
+        self.needs_grad_scaling = on_gpu and effective == torch.float16
+
+    def _precision(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.autocast_dtype)
 
     # ---- schedule -------------------------------------------------------------------------
     def sigma_schedule(self, steps: int) -> torch.Tensor:
@@ -113,20 +126,23 @@ class ComfyDenoiser:
             c, extras = conditioning_batch([self.prompts[int(i)] for i in idx[rows]])
             uc, uc_extras = self._uc_for(len(rows))
             xr = x[rows]
-            out_c, out_uc = comfy.samplers.calc_cond_batch(
+            with self._precision():
+                out_c, out_uc = comfy.samplers.calc_cond_batch(
                 self.model,
-                [self._encode(c.to(self.device), extras, xr, "positive"), self._encode(uc.to(self.device), uc_extras, xr, "negative")],
-                xr,
-                sigma[rows],
-                self.model_options,
-            )
+                    [self._encode(c.to(self.device), extras, xr, "positive"),
+                     self._encode(uc.to(self.device), uc_extras, xr, "negative")],
+                    xr,
+                    sigma[rows],
+                    self.model_options,
+                )
             x0_c[rows], x0_uc[rows] = out_c, out_uc
         return x0_c, x0_uc
 
     def student(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor, c_refined: torch.Tensor):
         _, extras = conditioning_batch([[self.prompts[int(i)][0][:, :1], self.prompts[int(i)][1]] for i in idx])
         conds = self._encode(c_refined, extras, x, "positive")
-        return comfy.samplers.calc_cond_batch(self.model, [conds], x, sigma, self.model_options)[0]
+        with self._precision():
+            return comfy.samplers.calc_cond_batch(self.model, [conds], x, sigma, self.model_options)[0]
 
     def student_bank(self, info: FamilyInfo) -> torch.Tensor:
         """The prompts as the student sees them: padded to a fixed length for T5-style encoders."""

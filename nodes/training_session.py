@@ -155,7 +155,7 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
         )
     bundle.module.to(device)
 
-    denoiser = ComfyDenoiser(model_patcher, prompts, uc_entry, device, bundle.pad_to, bundle.pad_token)
+    denoiser = ComfyDenoiser(model_patcher, prompts, uc_entry, device, bundle.pad_to, bundle.pad_token, autocast_dtype)
     bank = PromptBank(c=denoiser.student_bank(info).float(), uc=bundle.pad(uc_entry[0]).float())
 
     if latents is not None:
@@ -184,7 +184,7 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
             if gather:
                 data = gather(data)
         result = train_refiner(
-            bundle, denoiser, bank, data, cfg, on_step=on_step, save_checkpoint=save_checkpoint, autocast_dtype=autocast_dtype,
+            bundle, denoiser, bank, data, cfg, on_step=on_step, save_checkpoint=save_checkpoint,
             rank=dist["rank"], world_size=dist["world_size"], all_reduce_mean=dist["all_reduce_mean"],
         )
         pattern = sharpening_pattern(result.bundle, bank)

@@ -259,3 +259,72 @@ def test_comfy_noising_matches_the_papers_ddpm_noising(comfy_nodes):
         ab = alphas_bar[t].float()
         torch.testing.assert_close(model_input, ab.sqrt() * x0 + (1 - ab).sqrt() * eps, rtol=1e-4, atol=1e-5)
         assert round(float(ms.timestep(sigma[:1]))) == t
+
+
+class _HalfTeacher(_NaNAfter):
+    """A denoiser whose model answers in float16, as a half-precision model on a GPU does."""
+
+    def __init__(self):
+        super().__init__(bad_call=10**9)
+
+    def teacher(self, x, sigma, idx):
+        return (x * 0.5).half(), (x * 0.4).half()
+
+
+def test_teacher_trajectories_stay_float32_whatever_precision_the_model_answers_in():
+    cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=4, samples_per_prompt=2, batch_size=3, seed=0)
+    half = teacher_trajectories(_HalfTeacher(), 3, (4, 4, 4), cfg)
+    full = teacher_trajectories(_NaNAfter(10**9), 3, (4, 4, 4), cfg)
+    assert half.x.dtype == half.target.dtype == torch.float32
+    assert torch.allclose(half.x, full.x, rtol=3e-3, atol=1e-2) and not torch.equal(half.x, full.x)
+
+
+class _ScaledStudent(_NaNAfter):
+    """Asks the loop for loss scaling, as ComfyDenoiser does for a float16 model on a GPU."""
+
+    needs_grad_scaling = True
+
+    def __init__(self):
+        super().__init__(bad_call=10**9)
+
+
+def test_loss_scaling_trains_the_same_refiner_as_plain_float32():
+    from dice_core.fileformat import RefinerBundle
+    from dice_core.refiner import Refiner
+
+    def train(denoiser):
+        torch.manual_seed(0)
+        bundle = RefinerBundle(module=Refiner(16, inner_dim=16, heads=2), null_uc=torch.zeros(1, 77, 16))
+        bank = PromptBank(c=torch.randn(4, 77, 16), uc=torch.zeros(1, 77, 16))
+        data = TrainingData(x=torch.randn(8, 4, 4, 4), idx=torch.arange(8) % 4)
+        cfg = TrainConfig.from_recipe("paper", steps=6, batch_size=2)
+        return train_refiner(bundle, denoiser, bank, data, cfg)
+
+    torch.manual_seed(0)
+    initial = Refiner(16, inner_dim=16, heads=2).fc2.weight.detach().clone()
+    scaled, plain = train(_ScaledStudent()), train(_NaNAfter(10**9))
+    assert scaled.losses == pytest.approx(plain.losses, rel=1e-5)
+    for k, v in plain.bundle.module.state_dict().items():
+        assert torch.allclose(scaled.bundle.module.state_dict()[k], v, atol=1e-6), k
+    assert not torch.allclose(plain.bundle.module.fc2.weight, initial)  # it did train
+
+
+@pytest.mark.parametrize(
+    "weights, autocast, device, expect_autocast, expect_scaling",
+    [
+        (torch.float32, torch.bfloat16, "cuda", torch.bfloat16, False),  # fp32 model: the user's autocast applies
+        (torch.float32, torch.float16, "cuda", torch.float16, True),
+        (torch.float16, torch.bfloat16, "cuda", None, True),  # ComfyUI's fp16 stays; fp16 needs loss scaling
+        (torch.bfloat16, torch.float16, "cuda", None, False),
+        (torch.float32, torch.bfloat16, "cpu", None, False),  # the CPU always runs as loaded
+        (torch.float16, None, "cpu", None, False),
+    ],
+)
+def test_teacher_and_student_precision_follows_the_loaded_model(comfy_nodes, weights, autocast, device, expect_autocast,
+                                                                 expect_scaling):
+    bridge = _pack_module(comfy_nodes, "nodes.comfy_bridge")
+    patcher = tiny_models.sd15(dtype=weights)
+    prompt = tiny_models.clip_conditioning(1, 768)[0]
+    denoiser = bridge.ComfyDenoiser(patcher, [prompt], prompt, torch.device(device), None, None, autocast)
+    assert denoiser.autocast_dtype == expect_autocast
+    assert denoiser.needs_grad_scaling == expect_scaling
