@@ -9,9 +9,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 HEADER = """# Benchmarks
 
-Every figure below is produced by `make bench` (`benchmarks/run_all.py`), which writes
-`benchmarks/results.json` and regenerates this file. Wall times come from a shared, noisy 2-core
-CPU; assertions in the test suite use model-call counts and accuracies, never wall time.
+Every CPU figure below is produced by `make bench` (`benchmarks/run_all.py`), which writes
+`benchmarks/results.json` and regenerates this file; CPU wall times come from a 2-core machine. GPU
+figures come from `benchmarks/run_gpu.py` on the card named in each section's title, merged from
+the raw records in `benchmarks/gpu_runs/`. Assertions in the test suite use model-call counts and
+accuracies, never wall time.
 """
 
 
@@ -20,14 +22,78 @@ def _machine(m: dict) -> str:
     return f"{dev}; {m.get('platform')}; torch {m.get('torch')}"
 
 
-def _sampling(runs: dict) -> list[str]:
-    out = ["| run | cfg=w wall (s) | DICE cfg=1 wall incl. refiner (s) | DICE/CFG | refiner overhead (of cfg=1 sampling) | "
-           "model calls cfg / DICE | rows through the UNet cfg / DICE |", "|---|---|---|---|---|---|---|"]
-    for name, r in runs.items():
+def _bound(probe: dict, r: dict) -> str:
+    """The bare UNet's own t(b)/t(2b): the least DICE/CFG can be at this batch on this card."""
+    one = probe.get(f"{r['family']}_{r['res']}px_batch{r['batch']}")
+    two = probe.get(f"{r['family']}_{r['res']}px_batch{2 * r['batch']}")
+    return f"{one['gpu_ms'] / two['gpu_ms']:.3f}" if one and two else "-"
+
+
+def _sampling(runs: dict, probe: dict | None = None) -> list[str]:
+    head = ("| run | cfg=w wall (s) | DICE cfg=1 wall incl. refiner (s) | DICE/CFG | refiner overhead (of cfg=1 sampling) | "
+            "model calls cfg / DICE | rows through the UNet cfg / DICE |")
+    rule = "|---|---|---|---|---|---|---|"
+    if probe:
+        head, rule = head + " bare-UNet limit t(b)/t(2b) |", rule + "---|"
+    out = [head, rule]
+    for name, r in sorted(runs.items(), key=lambda kv: (kv[1]["family"] != "sd15", kv[1]["res"], kv[1]["batch"])):
         c, d = r["model_calls"]["cfg"], r["model_calls"]["dice"]
-        out.append(f"| {name} ({r['steps']} steps, {r['dtype']}) | {r['cfg_s']:.2f} | {r['dice_total_s']:.2f} | "
-                   f"**{r['ratio_dice_over_cfg']:.3f}** | {100 * r['refiner_overhead_fraction']:.3f}% | {c['calls']} / {d['calls']} | "
-                   f"{c['rows']} / {d['rows']} |")
+        row = (f"| {name} ({r['steps']} steps, {r['dtype']}) | {r['cfg_s']:.3f} | {r['dice_total_s']:.3f} | "
+               f"**{r['ratio_dice_over_cfg']:.3f}** | {100 * r['refiner_overhead_fraction']:.3f}% | {c['calls']} / {d['calls']} | "
+               f"{c['rows']} / {d['rows']} |")
+        out.append(row + (f" {_bound(probe, r)} |" if probe else ""))
+    return out
+
+
+def _probe(probe: dict) -> list[str]:
+    out = ["| model | batch | one UNet forward (ms, CUDA events) | t(b)/t(2b) |", "|---|---|---|---|"]
+    for r in sorted(probe.values(), key=lambda r: (r["family"] != "sd15", r["batch"])):
+        out.append(f"| {r['family']} {r['res']} px {r['dtype']} | {r['batch']} | {r['gpu_ms']:.1f} | {_bound(probe, r)} |")
+    return out
+
+
+def _training_grid(runs: dict) -> list[str]:
+    names = sorted(runs)
+    latest, earlier = names[-1], names[:-1]
+    by = {n: {(r["family"], r["batch"], r["grad_ckpt"], r["mode"]): r for r in runs[n]} for n in names}
+    out = [f"Node loop against the hand-written loop, both in one process per model; `{latest}` is the main run"
+           + (f", the ratio in brackets is from `{', '.join(earlier)}`." if earlier else "."), "",
+           "| model | batch | grad. ckpt | node s/step | reference s/step | node/ref | steps/s (node) | peak VRAM node / ref (GB) |",
+           "|---|---|---|---|---|---|---|---|"]
+    ratios = []
+    for key in sorted(k for k in by[latest] if k[3] == "node"):
+        node, ref = by[latest][key], by[latest].get((*key[:3], "reference"))
+        if not ref or node.get("oom") or ref.get("oom"):
+            out.append(f"| {key[0]} {node['res']} px | {key[1]} | {'on' if key[2] else 'off'} | out of memory | | | | |")
+            continue
+        ratio = node["s_per_step"] / ref["s_per_step"]
+        ratios.append(ratio)
+        older = []
+        for n in earlier:
+            o, oref = by[n].get(key), by[n].get((*key[:3], "reference"))
+            if o and oref and not o.get("oom") and not oref.get("oom"):
+                older.append(o["s_per_step"] / oref["s_per_step"])
+                ratios.append(older[-1])
+        older_txt = f" ({', '.join(f'{x:.2f}' for x in older)})" if older else ""
+        out.append(f"| {key[0]} {node['res']} px {node['dtype']} | {key[1]} | {'on' if key[2] else 'off'} | "
+                   f"{node['s_per_step']:.3f} | {ref['s_per_step']:.3f} | **{ratio:.2f}**{older_txt} | {1 / node['s_per_step']:.1f} | "
+                   f"{node['peak_vram_mb'] / 1024:.1f} / {ref['peak_vram_mb'] / 1024:.1f} |")
+    if ratios:
+        import math
+
+        geo = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
+        out += ["", f"Geometric mean of node/reference over all {len(ratios)} pairs: **{geo:.3f}** "
+                f"(range {min(ratios):.2f} to {max(ratios):.2f})."]
+    return out
+
+
+def _precision(checks: dict) -> list[str]:
+    out = ["| model | precision | loss scaling | held-out loss unrefined -> refined | ratio | student vs teacher at alpha=0 "
+           "(max rel. diff) | train time (s) |", "|---|---|---|---|---|---|---|"]
+    for r in checks.values():
+        out.append(f"| tiny {r['family']} | {r['precision']} | {'yes' if r['grad_scaling'] else 'no'} | "
+                   f"{r['held_out_unrefined']:.4f} -> {r['held_out_refined']:.4f} | **{r['held_out_ratio']:.3f}** | "
+                   f"{r['student_vs_teacher_rel_max_diff']:.1e} | {r['train_s']:.1f} |")
     return out
 
 
@@ -65,7 +131,15 @@ def write_benchmarks_md(results: dict, path: str) -> None:
             lines += ["### DICE in the toy world (the paper's table, measured exactly)", "",
                       "![cfg=1 | cfg=5 | DICE](docs/toyworld_grid.png)", "", toyworld_table.markdown(section["toyworld"]), ""]
         if "sampling" in section:
-            lines += ["### Sampling speed-up (full-size SD1.5 architecture, random weights)", ""] + _sampling(section["sampling"]) + [""]
+            lines += ["### Sampling speed-up (full-size architectures, random weights)", ""]
+            lines += _sampling(section["sampling"], section.get("unet_probe")) + [""]
+        if "unet_probe" in section:
+            lines += ["### One bare UNet call against its batch size", ""] + _probe(section["unet_probe"]) + [""]
+        if "training_grid" in section:
+            lines += ["### Training step and memory: node loop against a minimal PyTorch loop", ""]
+            lines += _training_grid(section["training_grid"]) + [""]
+        if "precision" in section:
+            lines += ["### Training in each precision (correctness, not speed)", ""] + _precision(section["precision"]) + [""]
         if "training" in section:
             lines += ["### Training step: node loop against a minimal PyTorch loop", ""] + _training(section["training"]) + [""]
         if "cost_curve" in section:

@@ -2,7 +2,9 @@
 
   python benchmarks/run_all.py                 # everything (about an hour on a 2-core CPU)
   python benchmarks/run_all.py --only toyworld sampling
-GPU figures (run on a lent GPU with --device cuda) are merged into the same files, keyed by card.
+GPU figures come from benchmarks/run_gpu.py on a lent card; its JSON-lines output is kept under
+benchmarks/gpu_runs/ and merged into the same files, keyed by card:
+  python benchmarks/run_all.py --merge-gpu benchmarks/gpu_runs/*.jsonl
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ RESULTS = os.path.join(common.REPO, "benchmarks", "results.json")
 
 def sampling(device: str) -> dict:
     runs = {}
-    for batch in (1, 2):
-        runs[f"sd15_256px_batch{batch}"] = common.run_child(
-            "bench_sampling.py", ["--family", "sd15", "--res", "256", "--steps", "4", "--batch", str(batch), "--device", device])
-        print(json.dumps(runs[f"sd15_256px_batch{batch}"]), flush=True)
+    # 256 px at batch 1 and 2, and 512 px (2 steps, so that it finishes) where the CPU is compute-bound.
+    for res, batch, steps, repeats in ((256, 1, 4, 3), (256, 2, 4, 3), (512, 1, 2, 2)):
+        name = f"sd15_{res}px_batch{batch}"
+        runs[name] = common.run_child("bench_sampling.py", ["--family", "sd15", "--res", str(res), "--steps", str(steps),
+                                                            "--batch", str(batch), "--repeats", str(repeats), "--device", device])
+        print(json.dumps(runs[name]), flush=True)
     return runs
 
 
@@ -60,13 +64,42 @@ def toyworld(quick: bool) -> dict:
     return toyworld_table.main(args + (["--quick"] if quick else []))
 
 
+def merge_gpu(files: list[str], results: dict) -> None:
+    """Fold run_gpu.py's records into results.json: later files replace earlier figures for the same
+    measurement; every training-grid run is kept, because single launch-bound steps are noisy."""
+    for path in sorted(files):
+        run = os.path.splitext(os.path.basename(path))[0]
+        for line in open(path):
+            r = json.loads(line)
+            section = results.setdefault(f"gpu:{r['machine']['gpu']}", {})
+            section["machine"] = r["machine"]
+            section["date"] = run.split("_")[0]
+            phase = r["phase"]
+            if phase.startswith("sampling"):
+                section.setdefault("sampling", {})[f"{r['family']}_{r['res']}px_batch{r['batch']}"] = r
+            elif phase.startswith("probe"):
+                section.setdefault("unet_probe", {})[f"{r['family']}_{r['res']}px_batch{r['batch']}"] = r
+            elif phase.startswith("training"):
+                section.setdefault("training_grid", {}).setdefault(run, []).append(r)
+            elif phase == "precision":
+                section.setdefault("precision", {})[f"{r['family']}_{r['precision']}"] = r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve"], default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick-toyworld", action="store_true")
+    ap.add_argument("--merge-gpu", nargs="+", metavar="JSONL", help="merge run_gpu.py output instead of measuring")
     a = ap.parse_args()
     results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
+    if a.merge_gpu:
+        merge_gpu(a.merge_gpu, results)
+        with open(RESULTS, "w") as f:
+            json.dump(results, f, indent=1)
+        write_benchmarks_md(results, os.path.join(common.REPO, "BENCHMARKS.md"))
+        print(f"merged {len(a.merge_gpu)} GPU files into {RESULTS} and BENCHMARKS.md")
+        return
     key = "cpu" if a.device == "cpu" else f"gpu:{common.machine().get('gpu', a.device)}"
     section = results.setdefault(key, {})
     section["machine"] = common.machine()

@@ -29,8 +29,9 @@ def _has_torchvision() -> bool:
     return True
 
 
-def setup_comfy() -> str:
-    """Idempotent: sys.path, CPU mode, and the import-only torchvision stand-in where needed."""
+def setup_comfy(cpu: bool = True) -> str:
+    """Idempotent: sys.path, CPU mode (unless cpu=False, for GPU benchmarks), and the import-only
+    torchvision stand-in where needed. The mode is read when comfy.model_management is first imported."""
     path = comfyui_path()
     if path not in sys.path:
         sys.path.insert(0, path)
@@ -40,7 +41,8 @@ def setup_comfy() -> str:
         sys.path.append(STUBS)
     from comfy.cli_args import args
 
-    args.cpu = True
+    if "comfy.model_management" not in sys.modules:
+        args.cpu = cpu
     import comfy.model_management  # noqa: F401
 
     return path
