@@ -43,7 +43,7 @@ def main() -> None:
 def check(a, harness, family: str, precision: str) -> dict:
     import tiny_models
 
-    from dice_core.training import PromptBank, TrainConfig, evaluate_distillation, teacher_trajectories
+    from dice_core.training import TrainConfig
 
     session = harness.pack_module("nodes.training_session")
     bridge = harness.pack_module("nodes.comfy_bridge")
@@ -60,25 +60,9 @@ def check(a, harness, family: str, precision: str) -> dict:
     t0 = time.perf_counter()
     result = session.run_training(patcher, train_prompts, uc, cfg, width=size, height=size, autocast_dtype=autocast)
     train_s = time.perf_counter() - t0
-    bundle = result.bundle
-    device = torch.device(a.device)
-    bundle.module.to(device)
-    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, device, bundle.pad_to, bundle.pad_token, autocast)
-    info = bridge.family_for(patcher, held_out[0][0].shape[1])
-    bank = PromptBank(c=denoiser.student_bank(info), uc=bundle.pad(uc[0]))
-    eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=8, samples_per_prompt=2, seed=1234, batch_size=8)
-    with torch.no_grad():
-        patcher.pre_run()
-        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, size, size), eval_cfg)
-        unrefined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=0.0)
-        refined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=1.0)
-        j = torch.arange(min(8, len(data)))
-        x, sigma, idx = data.x[j].to(device), data.sigma[j].to(device), data.idx[j]
-        x0_c, _ = denoiser.teacher(x, sigma, idx)
-        student = denoiser.student(x, sigma, idx, bank.c[idx].to(device))
-        mismatch = float((student.float() - x0_c.float()).abs().max() / x0_c.float().abs().max())
-        patcher.cleanup()
-    bundle.module.to("cpu")
+    unrefined, refined, mismatch = tiny_models.held_out_evaluation(
+        bridge, session, patcher, result.bundle, held_out, uc, size, torch.device(a.device), autocast)
+    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, torch.device(a.device), None, None, autocast)
     return {
         "family": family, "precision": precision, "device": a.device, "machine": common.machine(),
         "grad_scaling": bool(denoiser.needs_grad_scaling), "train_steps": a.steps, "train_s": train_s,

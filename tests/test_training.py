@@ -11,7 +11,6 @@ from dice_core.training import (
     PromptBank,
     TrainConfig,
     TrainingData,
-    evaluate_distillation,
     teacher_trajectories,
     train_refiner,
 )
@@ -45,17 +44,7 @@ def test_training_reduces_held_out_distillation_loss(comfy_nodes, family):
     assert result.bundle.train_step == steps and len(result.losses) == steps
 
     # Held-out prompts and fresh noise: the trained refiner must bring cfg=1 closer to the cfg=5 teacher.
-    bundle = result.bundle
-    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, torch.device("cpu"), bundle.pad_to, bundle.pad_token)
-    info = bridge.family_for(patcher, held_out[0][0].shape[1])
-    bank = PromptBank(c=denoiser.student_bank(info), uc=bundle.pad(uc[0]))
-    eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=8, samples_per_prompt=2, seed=1234, batch_size=8)
-    with torch.no_grad():
-        patcher.pre_run()
-        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, size, size), eval_cfg)
-        unrefined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=0.0)
-        refined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=1.0)
-        patcher.cleanup()
+    unrefined, refined, _ = tiny_models.held_out_evaluation(bridge, session, patcher, result.bundle, held_out, uc, size)
     print(f"{family}: held-out loss unrefined {unrefined:.4f} -> refined {refined:.4f} ({refined / unrefined:.2f}x)")
     assert refined < 0.92 * unrefined
 

@@ -132,3 +132,30 @@ def vocab_split(n_train: int = 20, n_held_out: int = 4):
     order = torch.randperm(len(combos), generator=torch.Generator().manual_seed(0)).tolist()
     combos = [combos[i] for i in order]
     return combos[:n_train], combos[n_train:n_train + n_held_out]
+
+
+def held_out_evaluation(bridge, session, patcher, bundle, held_out: list, uc: list, size: int,
+                        device=torch.device("cpu"), autocast=None) -> tuple[float, float, float]:
+    """Judge a trained refiner on held-out prompts and fresh noise, as the tests and the GPU precision
+    check do: (loss unrefined, loss refined, max relative difference between the student at alpha=0
+    and the teacher's cond prediction, which must share the teacher's numerics)."""
+    from dice_core.training import PromptBank, TrainConfig, evaluate_distillation, teacher_trajectories
+
+    bundle.module.to(device)
+    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, device, bundle.pad_to, bundle.pad_token, autocast)
+    info = bridge.family_for(patcher, held_out[0][0].shape[1])
+    bank = PromptBank(c=denoiser.student_bank(info), uc=bundle.pad(uc[0]))
+    eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=8, samples_per_prompt=2, seed=1234, batch_size=8)
+    with torch.no_grad():
+        patcher.pre_run()
+        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, size, size), eval_cfg)
+        unrefined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=0.0)
+        refined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=1.0)
+        j = torch.arange(min(8, len(data)))
+        x, sigma, idx = data.x[j].to(device), data.sigma[j].to(device), data.idx[j]
+        x0_c, _ = denoiser.teacher(x, sigma, idx)
+        student = denoiser.student(x, sigma, idx, bank.c[idx].to(device))
+        mismatch = float((student.float() - x0_c.float()).abs().max() / x0_c.float().abs().max())
+        patcher.cleanup()
+    bundle.module.to("cpu")
+    return unrefined, refined, mismatch
