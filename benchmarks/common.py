@@ -81,10 +81,15 @@ class Timer:
 
 
 def run_child(script: str, args: list[str], timeout: int = 1800) -> dict:
-    """Run one measurement in a fresh process (clean peak-memory figures); it prints one JSON line last."""
+    """Run one measurement in a fresh process (clean peak-memory figures); its last JSON line."""
+    return run_child_all(script, args, timeout)[-1]
+
+
+def run_child_all(script: str, args: list[str], timeout: int = 1800) -> list[dict]:
+    """Every JSON line a benchmark script prints, run in a fresh process."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args], capture_output=True, text=True,
                          timeout=timeout, env=env, cwd=REPO)
     if out.returncode != 0:
         raise RuntimeError(f"{script} {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

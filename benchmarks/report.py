@@ -110,7 +110,12 @@ def _training(t: dict) -> list[str]:
         "",
         f"Step-time ratio node/reference: **{t['step_ratio_node_over_reference']:.3f}** (goal <= 1.10); "
         f"peak-memory ratio: **{t['peak_rss_ratio']:.3f}**.",
-    ]
+    ] + ([
+        "",
+        "Step times: both loops in one process, alternating node, reference, node, reference; the faster run of each is "
+        "compared. Peak RSS: each loop alone in a fresh process. All runs (s/step): "
+        + "; ".join(f"{mode} {', '.join(f'{x:.3f}' for x in xs)}" for mode, xs in t["all_s_per_step"].items()) + ".",
+    ] if "all_s_per_step" in t else [])
 
 
 def _cost(points: list[dict]) -> list[str]:
