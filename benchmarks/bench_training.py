@@ -72,8 +72,8 @@ def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
     import tiny_models
 
     from dice_core.fileformat import RefinerBundle
-    from dice_core.refiner import Refiner, refine
-    from dice_core.training import PromptBank, TrainConfig, distillation_loss, sample_batch, teacher_trajectories, train_refiner
+    from dice_core.refiner import Refiner
+    from dice_core.training import PromptBank, TrainConfig, teacher_trajectories, train_refiner
 
     bridge = harness.pack_module("nodes.comfy_bridge")
     torch.manual_seed(0)
@@ -109,8 +109,7 @@ def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
             stamp()
             train_refiner(bundle, denoiser, bank, data, cfg, on_step=stamp)
         else:
-            reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info, stamp,
-                           refine, distillation_loss, sample_batch)
+            reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info, stamp)
     times = [b - a_ for a_, b in zip(stamps[:-1], stamps[1:])][a.warmup:]
     result = {
         "mode": mode, "family": a.family, "res": a.res, "batch": batch, "tokens": a.tokens, "grad_ckpt": grad_ckpt,
@@ -124,9 +123,11 @@ def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
     return result
 
 
-def reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info, stamp, refine, distillation_loss,
-                   sample_batch) -> None:
+def reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info, stamp) -> None:
     """The same maths written directly against the UNet: no calc_cond_batch, no ComfyUI wrappers."""
+    from dice_core.refiner import refine
+    from dice_core.training import distillation_loss, sample_batch
+
     device = torch.device(a.device)
     model = patcher.model
     ms = model.model_sampling

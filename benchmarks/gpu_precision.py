@@ -60,15 +60,15 @@ def check(a, harness, family: str, precision: str) -> dict:
     t0 = time.perf_counter()
     result = session.run_training(patcher, train_prompts, uc, cfg, width=size, height=size, autocast_dtype=autocast)
     train_s = time.perf_counter() - t0
-    unrefined, refined, mismatch = tiny_models.held_out_evaluation(
-        bridge, session, patcher, result.bundle, held_out, uc, size, torch.device(a.device), autocast)
-    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, torch.device(a.device), None, None, autocast)
+    judged = tiny_models.held_out_evaluation(bridge, session, patcher, result.bundle, held_out, uc, size,
+                                             torch.device(a.device), autocast)
     return {
         "family": family, "precision": precision, "device": a.device, "machine": common.machine(),
-        "grad_scaling": bool(denoiser.needs_grad_scaling), "train_steps": a.steps, "train_s": train_s,
+        "grad_scaling": judged.grad_scaling, "train_steps": a.steps, "train_s": train_s,
         "first_loss": result.losses[0], "last_loss": result.losses[-1],
-        "held_out_unrefined": unrefined, "held_out_refined": refined, "held_out_ratio": refined / unrefined,
-        "student_vs_teacher_rel_max_diff": mismatch, "finite": bool(torch.isfinite(torch.tensor(result.losses)).all()),
+        "held_out_unrefined": judged.unrefined, "held_out_refined": judged.refined,
+        "held_out_ratio": judged.refined / judged.unrefined, "student_vs_teacher_rel_max_diff": judged.student_vs_teacher,
+        "finite": bool(torch.isfinite(torch.tensor(result.losses)).all()),
     }
 
 

@@ -36,27 +36,42 @@ def find_comfyui(explicit: str | None = None) -> str:
                    "(or set COMFYUI_PATH) to a ComfyUI folder")
 
 
-def setup_comfy(comfyui: str | None = None, cpu: bool = False) -> None:
-    """Put ComfyUI on sys.path and choose CPU mode before comfy.model_management is first imported.
-    A no-op for the parts already done (inside a running ComfyUI or the test harness)."""
-    if REPO not in sys.path:
-        sys.path.insert(0, REPO)
-    if "comfy.model_management" not in sys.modules:
-        path = find_comfyui(comfyui)
-        if path not in sys.path:
-            sys.path.insert(0, path)
-        if importlib.util.find_spec("torchvision") is None:
-            # ComfyUI imports torchvision at start-up only for models DICE does not train (Cascade, Cosmos);
-            # the project's import-only stand-in lets a source checkout run without it.
-            stubs = os.path.join(REPO, "tests", "stubs")
-            if os.path.isdir(os.path.join(stubs, "torchvision")) and stubs not in sys.path:
-                sys.path.append(stubs)
-        import torch
-        from comfy.cli_args import args
+def _torchvision_imports() -> bool:
+    # Import, not just find: a torchvision built for another torch is installed yet fails to import.
+    try:
+        import torchvision  # noqa: F401
+    except Exception:
+        return False
+    return True
 
-        if cpu or not torch.cuda.is_available():
-            args.cpu = True
-        import comfy.model_management  # noqa: F401
+
+def setup_comfy(comfyui: str | None = None, cpu: bool = False, pytorch_attention: bool = False) -> None:
+    """Put ComfyUI on sys.path and choose the device before comfy.model_management is first imported.
+    The one place that does this for the CLI, the toy world's scripts, the tests and the benchmarks;
+    a no-op for the parts already done (inside a running ComfyUI or after an earlier call).
+
+    cpu=False: the GPU when torch has CUDA. pytorch_attention: torch SDPA in the UNet (faster than
+    ComfyUI's CPU default, sub-quadratic attention; numerically equivalent)."""
+    if REPO not in sys.path:
+        sys.path.append(REPO)  # never ahead of ComfyUI: its nodes.py and this pack's nodes/ share a name
+    if "comfy.model_management" in sys.modules:
+        return
+    path = find_comfyui(comfyui)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    if not _torchvision_imports():
+        # ComfyUI imports torchvision at start-up only for models DICE does not train (Cascade, Cosmos);
+        # the project's import-only stand-in lets a source checkout run without it.
+        stubs = os.path.join(REPO, "tests", "stubs")
+        if os.path.isdir(os.path.join(stubs, "torchvision")) and stubs not in sys.path:
+            sys.path.append(stubs)
+    import torch
+    from comfy.cli_args import args  # ComfyUI parses no argv when imported this way
+
+    args.cpu = bool(cpu) or not torch.cuda.is_available()
+    if pytorch_attention:
+        args.use_pytorch_cross_attention = True
+    import comfy.model_management  # noqa: F401
 
 
 def pack_module(name: str):

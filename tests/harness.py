@@ -21,30 +21,15 @@ def comfyui_path() -> str:
     return path
 
 
-def _has_torchvision() -> bool:
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        return False
-    return True
-
-
 def setup_comfy(cpu: bool = True) -> str:
     """Idempotent: sys.path, CPU mode (unless cpu=False, for GPU benchmarks), and the import-only
-    torchvision stand-in where needed. The mode is read when comfy.model_management is first imported."""
+    torchvision stand-in where needed, by the project's one setup routine (dice_cli.comfy_setup)."""
     path = comfyui_path()
-    if path not in sys.path:
-        sys.path.insert(0, path)
     if REPO not in sys.path:
-        sys.path.insert(1, REPO)
-    if not _has_torchvision() and STUBS not in sys.path:
-        sys.path.append(STUBS)
-    from comfy.cli_args import args
+        sys.path.append(REPO)
+    from dice_cli.comfy_setup import setup_comfy as setup
 
-    if "comfy.model_management" not in sys.modules:
-        args.cpu = cpu
-    import comfy.model_management  # noqa: F401
-
+    setup(comfyui=path, cpu=cpu)
     return path
 
 

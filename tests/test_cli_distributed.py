@@ -253,24 +253,14 @@ def test_a_rank_that_dies_is_named_and_the_last_checkpoint_stays(runs, tmp_path,
 
 
 # ---- building blocks without processes -------------------------------------------------------------
-class _LinearDenoiser:
-    """A pure-torch stand-in with a prompt-dependent teacher, for checking the data layout alone."""
+class _LinearDenoiser(tiny_models.LinearDenoiser):
+    """A prompt-dependent teacher, for checking the data layout alone."""
 
-    def sigma_schedule(self, steps):
-        return torch.linspace(8.0, 0.0, steps + 1)
-
-    def random_sigmas(self, n, g):
-        return torch.rand(n, generator=g) * 8 + 0.1
-
-    def noise_latent(self, x0, noise, sigma):
-        return x0 + noise * sigma.view(-1, 1, 1, 1)
+    sigma_max = 8.0
 
     def teacher(self, x, sigma, idx):
         shift = idx.float().view(-1, 1, 1, 1) * 0.1
         return x * 0.5 + shift, x * 0.4
-
-    def student(self, x, sigma, idx, c):
-        return x * 0.5
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 5, 8])

@@ -44,7 +44,7 @@ def test_training_reduces_held_out_distillation_loss(comfy_nodes, family):
     assert result.bundle.train_step == steps and len(result.losses) == steps
 
     # Held-out prompts and fresh noise: the trained refiner must bring cfg=1 closer to the cfg=5 teacher.
-    unrefined, refined, _ = tiny_models.held_out_evaluation(bridge, session, patcher, result.bundle, held_out, uc, size)
+    unrefined, refined = tiny_models.held_out_evaluation(bridge, session, patcher, result.bundle, held_out, uc, size)[:2]
     print(f"{family}: held-out loss unrefined {unrefined:.4f} -> refined {refined:.4f} ({refined / unrefined:.2f}x)")
     assert refined < 0.92 * unrefined
 
@@ -190,27 +190,15 @@ def test_real_latents_train_with_captions(comfy_nodes, comfy_dirs):
     assert bundle.train_step == 5 and bundle.recipe["data"] == "noised"
 
 
-class _NaNAfter:
-    """A pure-torch denoiser whose student output turns NaN at a given call: exercises the loop's guard."""
+class _NaNAfter(tiny_models.LinearDenoiser):
+    """The student's output turns NaN at a given call: exercises the loop's guard."""
 
     def __init__(self, bad_call):
         self.calls, self.bad_call = 0, bad_call
 
-    def sigma_schedule(self, steps):
-        return torch.linspace(10.0, 0.0, steps + 1)
-
-    def random_sigmas(self, n, g):
-        return torch.rand(n, generator=g) * 10 + 0.1
-
-    def noise_latent(self, x0, noise, sigma):
-        return x0 + noise * sigma.view(-1, 1, 1, 1)
-
-    def teacher(self, x, sigma, idx):
-        return x * 0.5, x * 0.4
-
     def student(self, x, sigma, idx, c):
         self.calls += 1
-        out = x * 0.5 + c.mean() * 0.1
+        out = super().student(x, sigma, idx, c)
         return out * float("nan") if self.calls >= self.bad_call else out
 
 
@@ -250,31 +238,25 @@ def test_comfy_noising_matches_the_papers_ddpm_noising(comfy_nodes):
         assert round(float(ms.timestep(sigma[:1]))) == t
 
 
-class _HalfTeacher(_NaNAfter):
+class _HalfTeacher(tiny_models.LinearDenoiser):
     """A denoiser whose model answers in float16, as a half-precision model on a GPU does."""
 
-    def __init__(self):
-        super().__init__(bad_call=10**9)
-
     def teacher(self, x, sigma, idx):
-        return (x * 0.5).half(), (x * 0.4).half()
+        return tuple(out.half() for out in super().teacher(x, sigma, idx))
 
 
 def test_teacher_trajectories_stay_float32_whatever_precision_the_model_answers_in():
     cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=4, samples_per_prompt=2, batch_size=3, seed=0)
     half = teacher_trajectories(_HalfTeacher(), 3, (4, 4, 4), cfg)
-    full = teacher_trajectories(_NaNAfter(10**9), 3, (4, 4, 4), cfg)
+    full = teacher_trajectories(tiny_models.LinearDenoiser(), 3, (4, 4, 4), cfg)
     assert half.x.dtype == half.target.dtype == torch.float32
     assert torch.allclose(half.x, full.x, rtol=3e-3, atol=1e-2) and not torch.equal(half.x, full.x)
 
 
-class _ScaledStudent(_NaNAfter):
+class _ScaledStudent(tiny_models.LinearDenoiser):
     """Asks the loop for loss scaling, as ComfyDenoiser does for a float16 model on a GPU."""
 
     needs_grad_scaling = True
-
-    def __init__(self):
-        super().__init__(bad_call=10**9)
 
 
 def test_loss_scaling_trains_the_same_refiner_as_plain_float32():
@@ -291,7 +273,7 @@ def test_loss_scaling_trains_the_same_refiner_as_plain_float32():
 
     torch.manual_seed(0)
     initial = Refiner(16, inner_dim=16, heads=2).fc2.weight.detach().clone()
-    scaled, plain = train(_ScaledStudent()), train(_NaNAfter(10**9))
+    scaled, plain = train(_ScaledStudent()), train(tiny_models.LinearDenoiser())
     assert scaled.losses == pytest.approx(plain.losses, rel=1e-5)
     for k, v in plain.bundle.module.state_dict().items():
         assert torch.allclose(scaled.bundle.module.state_dict()[k], v, atol=1e-6), k

@@ -3,6 +3,8 @@ ModelPatcher, and CONDITIONING shaped like each family's text encoder output."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 CLIP_TOKENS = 77
@@ -134,11 +136,39 @@ def vocab_split(n_train: int = 20, n_held_out: int = 4):
     return combos[:n_train], combos[n_train:n_train + n_held_out]
 
 
+class LinearDenoiser:
+    """A pure-torch stand-in for ComfyDenoiser, with no model behind it: for testing the training
+    loop's own logic (data layout, guards, loss scaling) in milliseconds."""
+
+    sigma_max = 10.0
+
+    def sigma_schedule(self, steps):
+        return torch.linspace(self.sigma_max, 0.0, steps + 1)
+
+    def random_sigmas(self, n, g):
+        return torch.rand(n, generator=g) * self.sigma_max + 0.1
+
+    def noise_latent(self, x0, noise, sigma):
+        return x0 + noise * sigma.view(-1, 1, 1, 1)
+
+    def teacher(self, x, sigma, idx):
+        return x * 0.5, x * 0.4
+
+    def student(self, x, sigma, idx, c):
+        return x * 0.5 + c.mean() * 0.1
+
+
+class HeldOut(NamedTuple):
+    unrefined: float  # distillation loss at alpha=0
+    refined: float
+    student_vs_teacher: float  # max relative difference at alpha=0: the two must share numerics
+    grad_scaling: bool  # whether this model's precision trains with loss scaling
+
+
 def held_out_evaluation(bridge, session, patcher, bundle, held_out: list, uc: list, size: int,
-                        device=torch.device("cpu"), autocast=None) -> tuple[float, float, float]:
+                        device=torch.device("cpu"), autocast=None) -> HeldOut:
     """Judge a trained refiner on held-out prompts and fresh noise, as the tests and the GPU precision
-    check do: (loss unrefined, loss refined, max relative difference between the student at alpha=0
-    and the teacher's cond prediction, which must share the teacher's numerics)."""
+    check do."""
     from dice_core.training import PromptBank, TrainConfig, evaluate_distillation, teacher_trajectories
 
     bundle.module.to(device)
@@ -158,4 +188,4 @@ def held_out_evaluation(bridge, session, patcher, bundle, held_out: list, uc: li
         mismatch = float((student.float() - x0_c.float()).abs().max() / x0_c.float().abs().max())
         patcher.cleanup()
     bundle.module.to("cpu")
-    return unrefined, refined, mismatch
+    return HeldOut(unrefined, refined, mismatch, bool(denoiser.needs_grad_scaling))
