@@ -1,20 +1,25 @@
-# Every target sets up .venv/ first (idempotent), so each works from a fresh clone.
+# Every target sets up the venvs it needs first (idempotent), so each works from a fresh clone.
+# .venv/ holds ComfyUI 0.3.75, .venv033/ ComfyUI 0.33.0 (scripts/setup_env.sh).
 PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test demo bench lint quick-bench
+.PHONY: setup test demo bench lint
 
 setup:
-	@bash scripts/setup_env.sh
+	@bash scripts/setup_env.sh all
 
+# The whole suite on both runtimes; PYTEST_ARGS passes options through, e.g. PYTEST_ARGS='-m "not browser"'.
 test: setup
-	$(PY) -m pytest
+	bash scripts/run_tests.sh $(PYTEST_ARGS)
 
-lint: setup
+lint:
+	@bash scripts/setup_env.sh 0.3.75
 	$(PY) -m ruff check .
 
-demo: setup
+demo:
+	@bash scripts/setup_env.sh 0.3.75
 	$(PY) scripts/demo.py
 
-bench: setup
+bench:
+	@bash scripts/setup_env.sh 0.3.75
 	$(PY) benchmarks/run_all.py

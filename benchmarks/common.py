@@ -37,6 +37,10 @@ SDXL_UNET = {
 
 def setup(device: str = "cpu"):
     import harness
+    import standins
+
+    # A lent card's Python has no test venv (and so no stand-ins .pth); the finder only serves what is missing.
+    standins.install()
 
     harness.setup_comfy(cpu=device == "cpu")
     return harness

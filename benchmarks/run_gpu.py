@@ -36,10 +36,13 @@ def phases(smoke: bool) -> list[tuple[str, str, list[str], int]]:
                                                      "--repeats", "1", *dev], 120),
             ("training_sdxl", "bench_training.py", [*tiny, "--family", "sdxl", "--mode", "node", "reference", "--batch", "1",
                                                      "--grad-ckpt", "off", "--steps", "2", "--warmup", "1", *dev], 120),
+            ("dynamic_vram", "gpu_dynamic_vram.py", ["--steps", "3", *dev], 120),
         ]
     # fp16 weights: what ComfyUI itself picks for SD1.5 and SDXL on this class of card.
     half = ["--dtype", "fp16"]
     return [
+        # First, and cheap: on a ComfyUI 0.33 tree (COMFYUI_PATH), training follows dynamic VRAM's supported path.
+        ("dynamic_vram", "gpu_dynamic_vram.py", dev, 90),
         ("sampling_sd15", "bench_sampling.py", ["--family", "sd15", "--res", "512", "--steps", "10", "--batch", "1", "4",
                                                 "--repeats", "5", *half, *dev], 100),
         ("training_sd15", "bench_training.py", ["--family", "sd15", "--res", "512", "--mode", "reference", "node",

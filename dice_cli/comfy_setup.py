@@ -23,26 +23,18 @@ def _is_comfyui(path: str) -> bool:
 
 
 def find_comfyui(explicit: str | None = None) -> str:
-    """--comfyui, else $COMFYUI_PATH, else the ComfyUI whose custom_nodes/ holds this pack, else .venv/ComfyUI."""
+    """--comfyui, else $COMFYUI_PATH, else the ComfyUI whose custom_nodes/ holds this pack, else the one in the
+    running venv (this repo's test venvs), else .venv/ComfyUI."""
     if explicit or os.environ.get("COMFYUI_PATH"):
         path = os.path.abspath(os.path.expanduser(explicit or os.environ["COMFYUI_PATH"]))
         if not _is_comfyui(path):
             raise CliError(f"no ComfyUI at {path} (expected {os.path.join(path, 'comfy', 'model_management.py')})")
         return path
-    for path in (os.path.dirname(os.path.dirname(REPO)), os.path.join(REPO, ".venv", "ComfyUI")):
+    for path in (os.path.dirname(os.path.dirname(REPO)), os.path.join(sys.prefix, "ComfyUI"), os.path.join(REPO, ".venv", "ComfyUI")):
         if _is_comfyui(path):
             return path
     raise CliError("ComfyUI not found: install this pack in ComfyUI/custom_nodes, or pass --comfyui PATH "
                    "(or set COMFYUI_PATH) to a ComfyUI folder")
-
-
-def _torchvision_imports() -> bool:
-    # Import, not just find: a torchvision built for another torch is installed yet fails to import.
-    try:
-        import torchvision  # noqa: F401
-    except Exception:
-        return False
-    return True
 
 
 def setup_comfy(comfyui: str | None = None, cpu: bool = False, pytorch_attention: bool = False) -> None:
@@ -59,12 +51,6 @@ def setup_comfy(comfyui: str | None = None, cpu: bool = False, pytorch_attention
     path = find_comfyui(comfyui)
     if path not in sys.path:
         sys.path.insert(0, path)
-    if not _torchvision_imports():
-        # ComfyUI imports torchvision at start-up only for models DICE does not train (Cascade, Cosmos);
-        # the project's import-only stand-in lets a source checkout run without it.
-        stubs = os.path.join(REPO, "tests", "stubs")
-        if os.path.isdir(os.path.join(stubs, "torchvision")) and stubs not in sys.path:
-            sys.path.append(stubs)
     import torch
     from comfy.cli_args import args  # ComfyUI parses no argv when imported this way
 

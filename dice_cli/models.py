@@ -58,8 +58,9 @@ def load(spec: str) -> LoadedModel:
     if not os.path.isfile(path):
         raise CliError(f"checkpoint not found: {spec} (give a checkpoint file such as a .safetensors that ComfyUI's "
                        f"Load Checkpoint node reads, or one of: {', '.join(sorted(BUILTIN))})")
-    import comfy.sd
+    from .comfy_setup import pack_module
 
+    internals = pack_module("comfy_internals")
     try:
         import folder_paths
 
@@ -67,7 +68,7 @@ def load(spec: str) -> LoadedModel:
     except Exception:
         embeddings = None
     try:
-        out = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True, embedding_directory=embeddings)
+        patcher, clip, vae = internals.load_checkpoint(path, embedding_directory=embeddings)
     except RuntimeError as e:
         if "Could not detect model type" in str(e):
             raise CliError(
@@ -78,7 +79,6 @@ def load(spec: str) -> LoadedModel:
         raise CliError(f"{path}: ComfyUI could not load this checkpoint: {e}") from None
     except Exception as e:  # truncated or foreign files: safetensors / pickle errors
         raise CliError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    patcher, clip, vae = out[0], out[1], out[2]
     if patcher is None:
         raise CliError(f"{path}: ComfyUI found no diffusion model in this checkpoint")
     if clip is None:

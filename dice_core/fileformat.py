@@ -70,7 +70,13 @@ class RefinerBundle:
         return pad_tokens(t, self.pad_to, self.pad_token)
 
     def refine(self, c: torch.Tensor, uc: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
-        """c' for inference: pads T5-style embeddings, falls back to the stored null embedding."""
+        """c' for inference: pads T5-style embeddings, falls back to the stored null embedding.
+
+        alpha 0 returns c itself: c + 0 * R(c, uc) is c, and padding it first would change the token
+        count the model attends over (PixArt's 120 T5 tokens), so the prompt would not be unchanged.
+        """
+        if alpha == 0:
+            return c
         if uc is None:
             if self.null_uc is None:
                 raise ValueError(

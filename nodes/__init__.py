@@ -2,13 +2,14 @@
 
 from comfy_api.latest import ComfyExtension, io
 
+from .fast_path_check import DiceFastPathCheck
 from .paths import register_dice_folder
 from .refiner_nodes import DiceLoadRefiner, DiceRefineConditioning, DiceSaveRefiner
 from .toyworld_node import DiceToyWorldLoader
 from .train_node import DiceTrainRefiner
 
 NODES: list[type[io.ComfyNode]] = [
-    DiceLoadRefiner, DiceSaveRefiner, DiceRefineConditioning, DiceTrainRefiner, DiceToyWorldLoader,
+    DiceLoadRefiner, DiceSaveRefiner, DiceRefineConditioning, DiceTrainRefiner, DiceToyWorldLoader, DiceFastPathCheck,
 ]
 
 

@@ -9,13 +9,12 @@ import contextlib
 import hashlib
 import logging
 
-import comfy.model_management
-import comfy.sampler_helpers
-import comfy.samplers
 import torch
 
 from dice_core.families import FamilyInfo, family_info
 from dice_core.refiner import pad_tokens
+
+from . import comfy_internals
 
 log = logging.getLogger("ComfyUI-DICE")
 
@@ -88,7 +87,7 @@ class ComfyDenoiser:
 
     # ---- schedule -------------------------------------------------------------------------
     def sigma_schedule(self, steps: int) -> torch.Tensor:
-        return comfy.samplers.calculate_sigmas(self.ms, "normal", steps).float().cpu()
+        return comfy_internals.sigma_schedule(self.patcher, steps).float().cpu()
 
     def random_sigmas(self, n: int, generator: torch.Generator) -> torch.Tensor:
         sig = getattr(self.ms, "sigmas", None)
@@ -103,8 +102,7 @@ class ComfyDenoiser:
 
     # ---- model calls ----------------------------------------------------------------------
     def _encode(self, tensor: torch.Tensor, extras: dict, x: torch.Tensor, prompt_type: str) -> list[dict]:
-        conds = comfy.sampler_helpers.convert_cond([[tensor, extras]])
-        return comfy.samplers.encode_model_conds(self.model.extra_conds, conds, x, x.device, prompt_type, latent_image=x)
+        return comfy_internals.encode_conds(self.patcher, tensor, extras, x, prompt_type)
 
     def _uc_for(self, n: int, length: int | None = None) -> tuple[torch.Tensor, dict]:
         t, extras = self.uc_entry
@@ -127,8 +125,8 @@ class ComfyDenoiser:
             uc, uc_extras = self._uc_for(len(rows))
             xr = x[rows]
             with self._precision():
-                out_c, out_uc = comfy.samplers.calc_cond_batch(
-                self.model,
+                out_c, out_uc = comfy_internals.denoise(
+                    self.patcher,
                     [self._encode(c.to(self.device), extras, xr, "positive"),
                      self._encode(uc.to(self.device), uc_extras, xr, "negative")],
                     xr,
@@ -142,7 +140,7 @@ class ComfyDenoiser:
         _, extras = conditioning_batch([[self.prompts[int(i)][0][:, :1], self.prompts[int(i)][1]] for i in idx])
         conds = self._encode(c_refined, extras, x, "positive")
         with self._precision():
-            return comfy.samplers.calc_cond_batch(self.model, [conds], x, sigma, self.model_options)[0]
+            return comfy_internals.denoise(self.patcher, [conds], x, sigma, self.model_options)[0]
 
     def student_bank(self, info: FamilyInfo) -> torch.Tensor:
         """The prompts as the student sees them: padded to a fixed length for T5-style encoders."""
@@ -163,11 +161,15 @@ class ComfyDenoiser:
 def trainable_view(model_patcher, gradient_checkpointing: bool = False):
     """Make the frozen model usable for backprop without changing what other nodes see.
 
+    model_patcher must be what comfy_internals.trainable_patcher returned (on ComfyUI 0.33 with
+    dynamic VRAM, a separate non-dynamic copy). It is fully loaded, as TrainLoraNode loads what it
+    trains, and comfy.model_management.in_training is set while training runs.
+
     Nodes run under torch.inference_mode, so loaded weights are inference tensors that autograd
     refuses to save. Swap each such tensor for a normal copy for the duration of training and put
     the very same original objects back afterwards; requires_grad flags are restored too.
     """
-    comfy.model_management.load_models_gpu([model_patcher], force_full_load=True)
+    comfy_internals.load_fully(model_patcher)
     model = model_patcher.model
     swapped = []
     flags = []
@@ -187,21 +189,15 @@ def trainable_view(model_patcher, gradient_checkpointing: bool = False):
     for store, name, _ in swapped:
         if isinstance(store[name], torch.nn.Parameter):
             store[name].requires_grad_(False)
-    patched = []
-    if gradient_checkpointing:
-        from comfy_extras.nodes_train import find_all_highest_child_module_with_forward, patch, unpatch
-
-        patched = find_all_highest_child_module_with_forward(model.diffusion_model)
-        for m in patched:
-            patch(m)
+    patched = comfy_internals.checkpoint_gradients(model.diffusion_model) if gradient_checkpointing else []
     model_patcher.pre_run()
     try:
-        yield model
+        with comfy_internals.training_mode():
+            yield model
     finally:
         model_patcher.cleanup()
         if patched:
-            for m in model.modules():
-                unpatch(m)
+            comfy_internals.uncheckpoint_gradients(model)
         for store, name, original in swapped:
             store[name] = original
         for p, flag in flags:

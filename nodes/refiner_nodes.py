@@ -10,7 +10,6 @@ from comfy_api.latest import io
 
 from dice_core.fileformat import RefinerBundle, load_refiner, save_refiner
 
-from .cfg1_guard import mark_refined
 from .paths import FOLDER, next_free_path, register_dice_folder
 
 log = logging.getLogger("ComfyUI-DICE")
@@ -29,13 +28,14 @@ def _uc_from_negative(negative) -> object | None:
 
 
 def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0) -> list:
-    """A new CONDITIONING list: every entry's tensor refined, every dict copied with keys untouched."""
+    """A new CONDITIONING list: each entry is the input entry with its tensor refined. The dict is a shallow
+    copy with exactly the same keys and values (nothing added, so no hooks reach the sampler)."""
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
     uc = _uc_from_negative(negative)
     out = []
     for tensor, extras in positive:
-        out.append([refiner.refine(tensor, uc, strength), mark_refined(extras)])
+        out.append([refiner.refine(tensor, uc, strength), extras.copy()])
     return out
 
 
@@ -121,7 +121,8 @@ class DiceRefineConditioning(io.ComfyNode):
                     max=3.0,
                     step=0.05,
                     tooltip="alpha in c' = c + alpha*R(c, uc). 1.0 reproduces the guidance the refiner was trained for; "
-                    "higher sharpens more, 0 leaves the prompt unchanged.",
+                    "higher sharpens more. 0 returns the prompt exactly as it came in (for T5-family refiners, any value "
+                    "above 0 first pads the prompt to the token count the refiner was trained with).",
                 ),
                 io.Conditioning.Input(
                     "negative",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 
-import comfy.model_management
 import comfy.utils
 import folder_paths
 import torch
@@ -15,6 +14,7 @@ from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.plots import loss_curve_image, token_bar_image
 from dice_core.training import DEFAULT_RECIPE, RECIPES, TrainConfig
 
+from . import comfy_internals
 from .comfy_bridge import encode_prompt, family_for
 from .paths import prefixed_path
 from .refiner_nodes import CATEGORY, DiceRefiner
@@ -163,7 +163,7 @@ class DiceTrainRefiner(io.ComfyNode):
         history: list[float] = list(resume_from.loss_history) if resume_from is not None else []
 
         def on_teacher(done: int, total: int) -> None:
-            comfy.model_management.throw_exception_if_processing_interrupted()
+            comfy_internals.throw_if_interrupted()
             pbar.update_absolute(done, teacher_total + steps - start)
 
         def on_step(step: int, value: float) -> None:
@@ -172,7 +172,7 @@ class DiceTrainRefiner(io.ComfyNode):
             if step % every == 0:
                 preview = ("PNG", _pil(loss_curve_image(history)), 512)
             pbar.update_absolute(teacher_total + step - start, teacher_total + steps - start, preview)
-            comfy.model_management.throw_exception_if_processing_interrupted()
+            comfy_internals.throw_if_interrupted()
 
         result = run_training(
             model, entries, uc_entry, cfg, width=width, height=height, latents=samples, resume=resume_from,

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import comfy.model_management
 import torch
 
 from dice_core.fileformat import RefinerBundle
@@ -24,6 +23,7 @@ from dice_core.training import (
     train_refiner,
 )
 
+from . import comfy_internals
 from .comfy_bridge import ComfyDenoiser, family_for, family_of, model_fingerprint
 
 log = logging.getLogger("ComfyUI-DICE")
@@ -133,7 +133,9 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
     embed_dim = prompts[0][0].shape[-1]
     info = family_for(model_patcher, prompts[0][0].shape[1])
     pad_token = uc_entry[0][0, -1].clone() if info.pad_to else None
-    device = comfy.model_management.get_torch_device()
+    device = comfy_internals.torch_device()
+    # The shared MODEL itself where it can train; on 0.33 with dynamic VRAM, core's non-dynamic copy.
+    model_patcher = comfy_internals.trainable_patcher(model_patcher)
 
     if resume is not None:
         if resume.embed_dim != embed_dim:

@@ -85,15 +85,6 @@ def install_pack(custom_nodes: str) -> str:
     return dest
 
 
-def _real_torchvision() -> bool:
-    """Is an actual torchvision installed (not the import-only stand-in harness.setup_comfy may have put on sys.path)?"""
-    import importlib.machinery
-
-    stubs = os.path.realpath(harness.STUBS)
-    path = [p for p in sys.path if os.path.realpath(p or ".") != stubs]
-    return importlib.machinery.PathFinder.find_spec("torchvision", path) is not None
-
-
 # ---- the server ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -142,8 +133,6 @@ class ComfyServer:
         env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
         env["PYTHONUNBUFFERED"] = "1"
         env.pop("CUDA_VISIBLE_DEVICES", None)
-        if not _real_torchvision():
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (harness.STUBS, env.get("PYTHONPATH")) if p)
         last_error = None
         for _ in range(3):  # a port picked free can be taken before the server binds it
             self.port = free_port()

@@ -12,6 +12,11 @@ torch.set_num_threads(1)
 import harness  # noqa: E402
 
 
+def pytest_report_header(config):
+    """Which ComfyUI this run tests: the suite runs on 0.3.75 and on 0.33 (scripts/run_tests.sh)."""
+    return f"ComfyUI {harness.comfyui_version()} at {harness.comfyui_path()}"
+
+
 @pytest.fixture(scope="session")
 def comfy_nodes():
     """ComfyUI's NODE_CLASS_MAPPINGS with this pack loaded through nodes.load_custom_node."""

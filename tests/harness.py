@@ -1,29 +1,44 @@
 """Puts a real ComfyUI on sys.path for the tests and tools (never a mock).
 
-COMFYUI_PATH selects a checkout; the default is the ComfyUI 0.3.75 tree that scripts/setup_env.sh
-extracts into .venv/ComfyUI.
+COMFYUI_PATH selects a checkout; the default is the ComfyUI tree that scripts/setup_env.sh put inside
+the running interpreter's venv: .venv/ComfyUI (0.3.75) or .venv033/ComfyUI (0.33.0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STUBS = os.path.join(REPO, "tests", "stubs")
+TESTS = os.path.join(REPO, "tests")
 
 
 def comfyui_path() -> str:
-    path = os.environ.get("COMFYUI_PATH") or os.path.join(REPO, ".venv", "ComfyUI")
+    # Default: the ComfyUI that scripts/setup_env.sh put inside this interpreter's venv
+    # (.venv/ComfyUI is 0.3.75, .venv033/ComfyUI is 0.33.0).
+    path = os.environ.get("COMFYUI_PATH") or os.path.join(sys.prefix, "ComfyUI")
     if not os.path.isfile(os.path.join(path, "comfy", "model_management.py")):
         raise RuntimeError(f"no ComfyUI found at {path}: run `make setup` or set COMFYUI_PATH to a ComfyUI checkout")
     return path
 
 
+def comfyui_version(path: str | None = None) -> str:
+    """The version string of a ComfyUI tree (its comfyui_version.py), read without importing ComfyUI."""
+    with open(os.path.join(path or comfyui_path(), "comfyui_version.py"), encoding="utf-8") as f:
+        found = re.search(r"__version__\s*=\s*[\"']([^\"']+)", f.read())
+    return found.group(1) if found else "unknown"
+
+
+def version_tuple(path: str | None = None) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", comfyui_version(path))[:3])
+
+
 def setup_comfy(cpu: bool = True) -> str:
-    """Idempotent: sys.path, CPU mode (unless cpu=False, for GPU benchmarks), and the import-only
-    torchvision stand-in where needed, by the project's one setup routine (dice_cli.comfy_setup)."""
+    """Idempotent: sys.path and CPU mode (unless cpu=False, for GPU benchmarks), by the project's one setup
+    routine (dice_cli.comfy_setup). The torchvision/torchaudio stand-ins come with the test venv
+    (tests/standins.py, installed by scripts/setup_env.sh)."""
     path = comfyui_path()
     if REPO not in sys.path:
         sys.path.append(REPO)

@@ -133,13 +133,15 @@ def test_compare_workflow_saves_both_images_side_by_side(comfy_server_proc, trai
     _run_and_check_image(comfy_server_proc, "dice_compare", (64 * 2 + spacing, 64))
 
 
-def test_cfg1_guard_warns_in_the_console_only_when_the_fast_path_is_off(comfy_server_proc, trained_refiner):
-    """Self-Attention Guidance disables ComfyUI's cfg=1 optimization: the server console must say that DICE's
-    speed-up is cancelled; the plain apply workflow must not."""
+def test_fast_path_check_warns_in_the_console_only_when_the_fast_path_is_off(comfy_server_proc, trained_refiner):
+    """DICE Fast-Path Check after the checkpoint loader: with Self-Attention Guidance (which disables ComfyUI's
+    cfg=1 optimization) the server console must say that DICE's speed-up is cancelled; without it, nothing."""
     server = comfy_server_proc
     marker = "cancels DICE's speed-up"
     base = with_overrides(load_api_workflow("dice_apply"), TEST_OVERRIDES)
     ks = next(k for k, n in base.items() if n["class_type"] == "KSampler")
+    base["9000"] = {"class_type": "DiceFastPathCheck", "inputs": {"model": base[ks]["inputs"]["model"]}}
+    base[ks]["inputs"]["model"] = ["9000", 0]
 
     mark = len(server.log_text())
     base[ks]["inputs"]["seed"] = 1001
@@ -147,8 +149,7 @@ def test_cfg1_guard_warns_in_the_console_only_when_the_fast_path_is_off(comfy_se
     assert marker not in server.log_text()[mark:]
 
     sag = copy.deepcopy(base)
-    sag["9001"] = {"class_type": "SelfAttentionGuidance",
-                   "inputs": {"model": sag[ks]["inputs"]["model"], "scale": 0.5, "blur_sigma": 2.0}}
+    sag["9001"] = {"class_type": "SelfAttentionGuidance", "inputs": {"model": ["9000", 0], "scale": 0.5, "blur_sigma": 2.0}}
     sag[ks]["inputs"]["model"] = ["9001", 0]
     mark = len(server.log_text())
     server.run(sag)

@@ -9,7 +9,8 @@ import torch
 from dice_core.fileformat import RefinerBundle, RefinerFileError, save_refiner
 from dice_core.refiner import Refiner
 
-DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader"]
+DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
+              "DiceFastPathCheck"]
 
 
 def _bundle(dim, family, seed=0):
@@ -63,7 +64,7 @@ def test_refine_node_refines_every_entry_and_never_mutates(comfy_nodes):
     assert len(out) == 2
     for (c, d), (oc, od), (rc, rd) in zip(cond, originals, out, strict=True):
         assert torch.equal(c, oc), "input tensor mutated"
-        assert d.keys() == od.keys() and rd.keys() - {"dice_refined", "hooks"} == od.keys()
+        assert d.keys() == od.keys() and rd.keys() == od.keys()
         assert rd["pooled_output"] is d["pooled_output"], "pooled output must pass through untouched"
         assert rd is not d
         assert rc.shape == c.shape and not torch.equal(rc, c)

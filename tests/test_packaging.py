@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -27,7 +28,8 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 NEVER_REQUIRE = {"torch", "torchvision", "torchaudio"}
-DICE_NODES = {"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader"}
+DICE_NODES = {"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
+              "DiceFastPathCheck"}
 
 
 def _pyproject() -> dict:
@@ -126,23 +128,21 @@ def test_copy_into_a_fresh_custom_nodes_folder_loads(tmp_path):
     pack = comfy_server.install_pack(str(tmp_path / "custom_nodes"))
     assert not os.path.exists(os.path.join(pack, "tests"))
     code = f"""
-import asyncio, sys
+import asyncio, json, sys
 sys.path[:0] = [{harness.comfyui_path()!r}]
 from comfy.cli_args import args
 args.cpu = True
 import nodes
 ok = asyncio.run(nodes.load_custom_node({pack!r}))
 assert ok, "load_custom_node returned False"
-print("NODES", sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("Dice")))
+print("NODES", json.dumps(sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("Dice"))))
 """
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    if not comfy_server._real_torchvision():
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (harness.STUBS, env.get("PYTHONPATH")) if p)
     r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
                        timeout=180)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     line = next(x for x in r.stdout.splitlines() if x.startswith("NODES"))
-    assert set(eval(line[len("NODES "):])) == DICE_NODES
+    assert set(json.loads(line[len("NODES "):])) == DICE_NODES
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
 
 

@@ -14,12 +14,13 @@ pytestmark = pytest.mark.e2e
 
 
 def test_loads_as_sd15_and_samples(tiny_checkpoint, comfy_nodes):
-    import comfy.sd
+    import harness
 
     import nodes
 
-    # What CheckpointLoaderSimple.load_checkpoint does once it has resolved the file name.
-    model, clip, vae = comfy.sd.load_checkpoint_guess_config(tiny_checkpoint, output_vae=True, output_clip=True)[:3]
+    # What CheckpointLoaderSimple.load_checkpoint does once it has resolved the file name, through the
+    # pack's one entry to ComfyUI internals (the command-line trainer loads checkpoints with it).
+    model, clip, vae = harness.pack_module("nodes.comfy_internals").load_checkpoint(tiny_checkpoint)
     assert type(model.model.model_config).__name__ == "SD15"
     assert type(vae.first_stage_model).__name__ == "TAESD"
     unet_params = sum(p.numel() for p in model.model.diffusion_model.parameters())
