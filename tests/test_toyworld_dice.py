@@ -25,7 +25,9 @@ def test_quick_toyworld_table_shows_a_clear_dice_gain(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run(
         [sys.executable, os.path.join(harness.REPO, "benchmarks", "toyworld_table.py"), "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=900, env=env, cwd=harness.REPO,
+        # Measured 897 s on this project's 2-core machine with the other runtime's suite on the other core
+        # (single-threaded, as every test here); the limit only catches a hang.
+        capture_output=True, text=True, timeout=2400, env=env, cwd=harness.REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
