@@ -31,10 +31,6 @@ def comfyui_version(path: str | None = None) -> str:
     return found.group(1) if found else "unknown"
 
 
-def version_tuple(path: str | None = None) -> tuple[int, ...]:
-    return tuple(int(p) for p in re.findall(r"\d+", comfyui_version(path))[:3])
-
-
 def setup_comfy(cpu: bool = True) -> str:
     """Idempotent: sys.path and CPU mode (unless cpu=False, for GPU benchmarks), by the project's one setup
     routine (dice_cli.comfy_setup). The torchvision/torchaudio stand-ins come with the test venv

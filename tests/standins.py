@@ -88,10 +88,6 @@ def install() -> None:
         sys.meta_path.append(StandInFinder(PACKAGES))
 
 
-def is_standin(module) -> bool:
-    return bool(getattr(module, "__dice_standin__", False))
-
-
 # One line for a .pth file in a test venv's site-packages: every interpreter of that venv (pytest, the
 # ComfyUI server, torchrun ranks, the demo) then gets the stand-ins, loaded from this file by path so
 # that tests/ itself never goes on sys.path.
