@@ -1,6 +1,6 @@
 """DICE in pure torch: the refiner, its file format, and the training loop. No ComfyUI imports."""
 
-from .families import FamilyInfo, family_info
+from .families import FamilyInfo, UnsupportedFamilyError, family_info
 from .fileformat import RefinerBundle, RefinerFileError, load_refiner, save_refiner
 from .refiner import Refiner, count_parameters, keep_mask, refine
 
@@ -15,4 +15,5 @@ __all__ = [
     "load_refiner",
     "refine",
     "save_refiner",
+    "UnsupportedFamilyError",
 ]

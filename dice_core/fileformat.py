@@ -13,8 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .families import family_info
-from .refiner import KEEP_RULES, Refiner, pad_tokens, refine
+from .refiner import KEEP_CLIP_CHUNK_START, KEEP_RULES, Refiner, pad_tokens, refine
 
 FORMAT_NAME = "dice-refiner"
 FORMAT_VERSION = 1
@@ -199,7 +198,8 @@ def load_refiner(path: str, device: str | torch.device = "cpu") -> RefinerBundle
     module.to(device).eval().requires_grad_(False)
 
     family = meta.get("family", "unknown")
-    keep_rule = meta.get("keep_rule") or family_info(family, 77).keep_rule
+    # Every file this pack writes records its rule; files from before it did were all CLIP families.
+    keep_rule = meta.get("keep_rule") or KEEP_CLIP_CHUNK_START
     if keep_rule not in KEEP_RULES:
         raise RefinerFileError(f"{path}: unknown kept-token rule {keep_rule!r}")
     null_uc = tensors.get(NULL_KEY)

@@ -16,7 +16,11 @@ CLIP_CHUNK = 77
 KEEP_CLIP_CHUNK_START = "clip_chunk_start"  # position 0 of every 77-token CLIP chunk (start token)
 KEEP_FIRST = "first"  # only position 0, whatever the length
 KEEP_NONE = "none"  # T5 and other encoders without a start token
-KEEP_RULES = (KEEP_CLIP_CHUNK_START, KEEP_FIRST, KEEP_NONE)
+# Rows that are exactly zero: padding an encoder zeroed (AuraFlow's pile-T5). AuraFlow projects text
+# with no bias and then applies a LayerNorm, so a zero row sits at LayerNorm's singular point and any
+# change to it is amplified about a thousandfold; the model was trained on those rows being zero.
+KEEP_ZERO_ROWS = "zero_rows"
+KEEP_RULES = (KEEP_CLIP_CHUNK_START, KEEP_FIRST, KEEP_NONE, KEEP_ZERO_ROWS)
 
 
 class CrossAttention(nn.Module):
@@ -34,11 +38,13 @@ class CrossAttention(nn.Module):
         self.to_out = nn.Sequential(nn.Linear(dim, dim))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """context may have batch 1 for any batch of x: one null prompt shared by every prompt is
+        projected once and broadcast, not once per prompt."""
         b, n, d = x.shape
         h = self.heads
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(t.shape[0], t.shape[1], h, d // h).transpose(1, 2)
+            return t.reshape(t.shape[0], t.shape[1], h, d // h).transpose(1, 2).expand(b, -1, -1, -1)
 
         out = F.scaled_dot_product_attention(split(self.to_q(x)), split(self.to_k(context)), split(self.to_v(context)))
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
@@ -122,11 +128,11 @@ def refine(
     Differentiable with respect to the refiner's parameters, so training uses this same function.
     """
     check_embeddings(c, uc, refiner.embed_dim, family)
-    if uc.shape[0] == 1 and c.shape[0] > 1:
-        uc = uc.expand(c.shape[0], -1, -1)
     param = next(refiner.parameters())
     delta = refiner(c.to(device=param.device, dtype=param.dtype), uc.to(device=param.device, dtype=param.dtype))
     delta = delta.to(device=c.device, dtype=c.dtype)
-    mask = keep_mask(c.shape[1], keep_rule, device=c.device)
-    delta = delta.masked_fill(mask[None, :, None], 0.0)
+    mask = keep_mask(c.shape[1], keep_rule, device=c.device)[None, :]
+    if keep_rule == KEEP_ZERO_ROWS:  # decided per prompt, by value: (B, T)
+        mask = mask | (c == 0).all(dim=-1)
+    delta = delta.masked_fill(mask[..., None], 0.0)
     return c + alpha * delta

@@ -93,6 +93,9 @@ class PromptBank:
 
     c: torch.Tensor  # (N, T, D)
     uc: torch.Tensor  # (1, T', D)
+    # Each prompt's own token count where prompts keep their lengths (T5, LLM encoders); the rows of c
+    # are zero-filled past it. None: every row is T tokens long.
+    lengths: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.c.shape[0]
@@ -375,13 +378,18 @@ def train_refiner(
 
 @torch.no_grad()
 def sharpening_pattern(bundle: RefinerBundle, bank: PromptBank) -> torch.Tensor:
-    """Mean |c' - c| per token position over the prompts: the paper's "sharpening pattern"."""
+    """Mean |c' - c| per token position over the prompts that have that position: the paper's
+    "sharpening pattern"."""
     device = next(bundle.module.parameters()).device
     diffs = []
     for chunk in bank.c.split(64):
         c = chunk.to(device)
         diffs.append((refine(bundle.module, c, bank.uc.to(device), 1.0, bundle.keep_rule) - c).abs().mean(-1).cpu())
-    return torch.cat(diffs).mean(0)
+    diffs = torch.cat(diffs)
+    if bank.lengths is None:
+        return diffs.mean(0)
+    present = (torch.arange(diffs.shape[1])[None, :] < bank.lengths[:, None]).float()
+    return (diffs * present).sum(0) / present.sum(0).clamp(min=1)
 
 
 @torch.no_grad()
