@@ -85,8 +85,8 @@ def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
                                   samples_per_prompt=1, seed=0)
     autocast = None if a.autocast == "none" else DTYPES[a.autocast]
     denoiser = bridge.ComfyDenoiser(patcher, prompts, uc, device, None, None, autocast)
-    info = bridge.family_for(patcher, a.tokens)
-    bank = PromptBank(c=denoiser.student_bank(info), uc=uc[0])
+    info = bridge.family_for(patcher)
+    bank = PromptBank(c=denoiser.student_bank(), uc=uc[0])
     latent = (4, a.res // 8, a.res // 8)
     bundle = RefinerBundle(module=Refiner(dim).to(device), family=info.name, keep_rule=info.keep_rule)
 

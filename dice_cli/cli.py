@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="refiner init, teacher noise and batch order")
     t.add_argument("--width", type=int, default=512, help="image width: data-free samples and image resizing")
     t.add_argument("--height", type=int, default=512, help="image height")
+    t.add_argument("--frames", type=int, default=9,
+                   help="video families only: frames per data-free teacher sample (cost grows with width x height x frames)")
     t.add_argument("--samples-per-prompt", type=int, default=4, help="data-free: teacher samples per prompt")
     t.add_argument("--teacher-steps", type=int, default=20, help="data-free: sampling steps of the teacher")
     t.add_argument("--teacher-batch-size", type=int, default=8,
@@ -302,7 +304,10 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     with torch.no_grad():
         entries = [bridge.encode_prompt(model.clip, text)[0] for text in dataset.captions]
         uc_entry = bridge.encode_prompt(model.clip, args.negative)[0]
-    info = bridge.family_for(model.patcher, entries[0][0].shape[1])
+    try:
+        info = bridge.family_for(model.patcher)
+    except ValueError as e:  # a guidance-distilled or unsupported family: the sentence says why
+        raise CliError(str(e)) from None
     overrides = dict(steps=args.steps, batch_size=batch, guidance_scale=args.guidance_scale, seed=args.seed,
                      loss=info.default_loss if args.loss == "auto" else args.loss, save_every=args.save_every,
                      samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps)
@@ -349,7 +354,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
 
     autocast = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
     result = session.run_training(
-        model.patcher, entries, uc_entry, cfg, width=args.width, height=args.height, latents=latents, resume=resume,
+        model.patcher, entries, uc_entry, cfg, width=args.width, height=args.height, frames=args.frames, latents=latents, resume=resume,
         save_checkpoint=save_checkpoint if ctx.is_main else None,
         on_step=on_step,
         on_teacher_progress=(lambda d, n: progress.phase("teacher", d, n)) if ctx.is_main else None,

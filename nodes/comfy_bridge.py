@@ -43,16 +43,58 @@ def encode_prompt(clip, text: str) -> list:
 
 
 def conditioning_batch(entries: list[list]) -> tuple[torch.Tensor, dict]:
-    """Stack single-prompt CONDITIONING entries into one batched entry (B,T,D) + batched extras."""
+    """Stack single-prompt CONDITIONING entries into one batched entry (B,T,D) plus batched extras.
+
+    Every tensor extra (pooled_output, attention_mask, HiDream's conditioning_llama3, HunyuanDiT's
+    conditioning_mt5xl, ...) is per prompt, batch first, so it is stacked the same way; other values
+    (numbers, strings) must agree across the entries, as they describe the batch as a whole."""
     tensors = [e[0] for e in entries]
     lengths = {t.shape[1] for t in tensors}
     if len(lengths) > 1:
         raise ValueError(f"cannot batch prompts of different token lengths {sorted(lengths)}")
     extras = dict(entries[0][1])
-    pooled = [e[1].get("pooled_output") for e in entries]
-    if all(p is not None for p in pooled):
-        extras["pooled_output"] = torch.cat(pooled)
+    for key, first in entries[0][1].items():
+        values = [e[1].get(key) for e in entries]
+        if torch.is_tensor(first):
+            if any(not torch.is_tensor(v) or v.shape[1:] != first.shape[1:] for v in values):
+                raise ValueError(f"cannot batch prompts whose {key!r} tensors differ in shape")
+            extras[key] = torch.cat(values)
     return torch.cat(tensors), extras
+
+
+def batch_signature(entry: list) -> tuple:
+    """Entries with equal signatures stack into one model call: same token count and same extra shapes."""
+    tensor, extras = entry
+    shapes = tuple(sorted((k, tuple(v.shape[1:])) for k, v in extras.items() if torch.is_tensor(v)))
+    return (tensor.shape[1], shapes)
+
+
+def expand_entry(entry: list, n: int) -> tuple[torch.Tensor, dict]:
+    """One CONDITIONING entry (batch 1) repeated for n rows, its tensor extras with it."""
+    tensor, extras = entry
+    extras = {k: (v.expand(n, *v.shape[1:]) if torch.is_tensor(v) and v.shape[0] == 1 else v) for k, v in extras.items()}
+    return tensor.expand(n, *tensor.shape[1:]), extras
+
+
+@contextlib.contextmanager
+def own_copies_of_saved_activations(enabled: bool):
+    """Autograd keeps its own copy of each saved activation that depends on the prompt, so a model that
+    then adds a residual into that tensor in place (Flux-style blocks: Chroma, LTXV, HunyuanVideo 1.5)
+    can still be backpropagated through. Frozen weights and other tensors without grad are kept by
+    reference, as usual; only the prompt-dependent activations cost a copy."""
+    if not enabled:
+        yield
+        return
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.clone() if t.requires_grad else t, lambda t: t):
+        yield
+
+
+def rows_by_signature(signatures: list, idx: torch.Tensor) -> list[torch.Tensor]:
+    """The positions in idx grouped by their prompt's signature, each group in order."""
+    groups: dict = {}
+    for row, i in enumerate(idx.tolist()):
+        groups.setdefault(signatures[i], []).append(row)
+    return [torch.tensor(rows) for rows in groups.values()]
 
 
 class ComfyDenoiser:
@@ -70,7 +112,11 @@ class ComfyDenoiser:
         self.uc_entry = uc_entry
         self.pad_to = pad_to
         self.pad_token = pad_token
-        self.lengths = torch.tensor([p[0].shape[1] for p in prompts])
+        self.inplace_residuals = family_for(model_patcher).inplace_residuals
+        self.signatures = [batch_signature(p) for p in prompts]
+        # What the student sees of each prompt: its own tokens, or the family's fixed padded length.
+        self.student_lengths = torch.tensor([max(pad_to or 0, p[0].shape[1]) for p in prompts])
+        self.student_signatures = [(int(n), s[1]) for n, s in zip(self.student_lengths, self.signatures)]
         self.dtype = self.model.get_dtype()
         compute = self.model.manual_cast_dtype or self.dtype
         # Autocast only where ComfyUI loaded the model in float32; a model already in fp16/bf16 keeps
@@ -104,25 +150,16 @@ class ComfyDenoiser:
     def _encode(self, tensor: torch.Tensor, extras: dict, x: torch.Tensor, prompt_type: str) -> list[dict]:
         return comfy_internals.encode_conds(self.patcher, tensor, extras, x, prompt_type)
 
-    def _uc_for(self, n: int, length: int | None = None) -> tuple[torch.Tensor, dict]:
-        t, extras = self.uc_entry
-        if length is not None:
-            t = pad_tokens(t, length, self.pad_token) if self.pad_token is not None else t
-        extras = dict(extras)
-        if extras.get("pooled_output") is not None:
-            extras["pooled_output"] = extras["pooled_output"].expand(n, -1)
-        return t.expand(n, -1, -1), extras
-
     @torch.no_grad()
     def teacher(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor):
-        """cond and uncond in one batched call (per group of equal token length, for T5 models)."""
+        """cond and uncond in one batched call, per group of prompts that can share a call (equal token
+        counts and extra shapes: T5 and LLM encoders give each prompt its own length)."""
         x, sigma = x.to(self.device), sigma.to(self.device)
         x0_c = torch.empty_like(x)
         x0_uc = torch.empty_like(x)
-        for length in self.lengths[idx].unique().tolist():
-            rows = (self.lengths[idx] == length).nonzero()[:, 0]
+        for rows in rows_by_signature(self.signatures, idx):
             c, extras = conditioning_batch([self.prompts[int(i)] for i in idx[rows]])
-            uc, uc_extras = self._uc_for(len(rows))
+            uc, uc_extras = expand_entry(self.uc_entry, len(rows))
             xr = x[rows]
             with self._precision():
                 out_c, out_uc = comfy_internals.denoise(
@@ -137,24 +174,36 @@ class ComfyDenoiser:
         return x0_c, x0_uc
 
     def student(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor, c_refined: torch.Tensor):
-        _, extras = conditioning_batch([[self.prompts[int(i)][0][:, :1], self.prompts[int(i)][1]] for i in idx])
-        conds = self._encode(c_refined, extras, x, "positive")
-        with self._precision():
-            return comfy_internals.denoise(self.patcher, [conds], x, sigma, self.model_options)[0]
+        """The model at cfg 1 on the refined prompts. c_refined is the bank's layout: prompts of one
+        length (CLIP, padded T5) in one call, or, where each prompt keeps its own length, each group
+        of equal length cut back to that length and run as one call."""
+        outputs, order = [], []
+        for rows in rows_by_signature(self.student_signatures, idx):
+            entries = [[self.prompts[int(i)][0][:, :1], self.prompts[int(i)][1]] for i in idx[rows]]
+            _, extras = conditioning_batch(entries)
+            length = int(self.student_lengths[int(idx[rows[0]])])
+            conds = self._encode(c_refined[rows.to(c_refined.device), :length], extras, x[rows], "positive")
+            with self._precision(), own_copies_of_saved_activations(self.inplace_residuals):
+                outputs.append(comfy_internals.denoise(self.patcher, [conds], x[rows], sigma[rows], self.model_options)[0])
+            order.append(rows)
+        if len(outputs) == 1:
+            return outputs[0]
+        inverse = torch.cat(order).argsort().to(outputs[0].device)
+        return torch.cat(outputs)[inverse]
 
-    def student_bank(self, info: FamilyInfo) -> torch.Tensor:
-        """The prompts as the student sees them: padded to a fixed length for T5-style encoders."""
+    def student_bank(self) -> torch.Tensor:
+        """The prompts as the student sees them, stacked (N, T, D).
+
+        Padded families (PixArt) are padded to their fixed length with the pad token. Where each
+        prompt keeps its own length, shorter prompts are zero-filled up to the longest; the refiner
+        rewrites each token from that token and uc alone (no attention between prompt tokens), so
+        the fill never reaches a real token, and student() cuts it off before the model sees it."""
         tensors = [p[0] for p in self.prompts]
         if self.pad_to is not None:
             target = max(self.pad_to, max(t.shape[1] for t in tensors))
             tensors = [pad_tokens(t, target, self.pad_token) for t in tensors]
-        lengths = {t.shape[1] for t in tensors}
-        if len(lengths) > 1:
-            raise ValueError(
-                f"the prompts encode to different token lengths {sorted(lengths)} (CLIP uses 77 per 75 words): "
-                "keep every training prompt under 75 tokens, or train long and short prompts separately"
-            )
-        return torch.cat(tensors)
+        longest = max(t.shape[1] for t in tensors)
+        return torch.cat([torch.nn.functional.pad(t, (0, 0, 0, longest - t.shape[1])) for t in tensors])
 
 
 @contextlib.contextmanager
@@ -206,5 +255,6 @@ def trainable_view(model_patcher, gradient_checkpointing: bool = False):
             log.info("DICE: restored %d original model tensors after training", len(swapped))
 
 
-def family_for(model_patcher, num_tokens: int) -> FamilyInfo:
-    return family_info(family_of(model_patcher), num_tokens)
+def family_for(model_patcher) -> FamilyInfo:
+    """The model's family entry; raises UnsupportedFamilyError with a sentence for a family DICE cannot train."""
+    return family_info(family_of(model_patcher))

@@ -8,6 +8,7 @@ import os
 import folder_paths
 from comfy_api.latest import io
 
+from dice_core.families import check_same_family, family_info
 from dice_core.fileformat import RefinerBundle, load_refiner, save_refiner
 
 from .paths import FOLDER, next_free_path, register_dice_folder
@@ -27,9 +28,20 @@ def _uc_from_negative(negative) -> object | None:
     return negative[0][0]
 
 
-def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0) -> list:
+def check_refiner_fits(refiner: RefinerBundle, model) -> None:
+    """With the MODEL connected: its family must be one DICE applies to, and the one the refiner was
+    trained for. Without it, only the embedding width can be checked (in dice_core.refiner)."""
+    if model is None:
+        return
+    family = type(model.model.model_config).__name__
+    family_info(family)  # the sentence for a guidance-distilled or unknown family
+    check_same_family(refiner.family, family)
+
+
+def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0, model=None) -> list:
     """A new CONDITIONING list: each entry is the input entry with its tensor refined. The dict is a shallow
     copy with exactly the same keys and values (nothing added, so no hooks reach the sampler)."""
+    check_refiner_fits(refiner, model)
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
     uc = _uc_from_negative(negative)
@@ -130,10 +142,17 @@ class DiceRefineConditioning(io.ComfyNode):
                     tooltip="Optional negative prompt used as uc. If unconnected, the empty-prompt embedding stored in "
                     "the refiner file is used. Sample with cfg 1.0: the negative is not passed to KSampler.",
                 ),
+                io.Model.Input(
+                    "model",
+                    optional=True,
+                    tooltip="Optional: the MODEL you sample with. Connected, it is only read, to check that the refiner "
+                    "was trained for this model family (an SDXL refiner on AuraFlow, both 2048 wide, would otherwise "
+                    "pass unnoticed) and that the family uses CFG at all (Flux does not).",
+                ),
             ],
             outputs=[io.Conditioning.Output(display_name="refined", tooltip="Refined prompt; use with KSampler at cfg 1.0.")],
         )
 
     @classmethod
-    def execute(cls, positive, refiner: RefinerBundle, strength: float = 1.0, negative=None) -> io.NodeOutput:
-        return io.NodeOutput(refine_conditioning(refiner, positive, negative, strength))
+    def execute(cls, positive, refiner: RefinerBundle, strength: float = 1.0, negative=None, model=None) -> io.NodeOutput:
+        return io.NodeOutput(refine_conditioning(refiner, positive, negative, strength, model))

@@ -85,7 +85,9 @@ class DiceTrainRefiner(io.ComfyNode):
                              tooltip="Seeds the refiner's initial weights, the teacher's noise and the batch order. "
                              "Same seed and inputs on the CPU give the same refiner."),
                 io.Int.Input("width", default=512, min=64, max=4096, step=8,
-                             tooltip="Image width of the teacher's data-free samples; use the resolution you generate at."),
+                             tooltip="Image width of the teacher's data-free samples; use the resolution you generate at. "
+                             "Video families: the teacher's cost grows with width x height x frames, so train small "
+                             "(e.g. 320 x 320, 9 frames) and sample larger."),
                 io.Int.Input("height", default=512, min=64, max=4096, step=8, tooltip="Image height of the data-free samples."),
                 io.Int.Input("samples_per_prompt", default=4, min=1, max=256,
                              tooltip="Teacher samples (seeds) per prompt in data-free mode."),
@@ -113,6 +115,12 @@ class DiceTrainRefiner(io.ComfyNode):
                                tooltip="CUDA only, and only for a model ComfyUI loaded in float32: run the frozen model in this "
                                "precision. A model already in fp16/bf16 keeps ComfyUI's precision (fp16 trains with loss "
                                "scaling). Teacher and student always share it; the refiner stays float32."),
+                # Last, so the widget order of workflows saved before it existed is unchanged.
+                io.Int.Input("frames", default=9, min=1, max=1025, step=1, optional=True,
+                             tooltip="Video families only (Wan, LTXV, HunyuanVideo 1.5): frames per data-free teacher sample; "
+                             "image families ignore it. Each teacher sample costs about width x height x frames x "
+                             "teacher_steps, times 2 for CFG, so few frames at low resolution keep training affordable: "
+                             "9 frames are 3 latent frames for Wan and HunyuanVideo, 2 for LTXV."),
             ],
             outputs=[
                 DiceRefiner.Output(display_name="refiner", tooltip="The trained refiner: save it or refine conditioning."),
@@ -127,8 +135,9 @@ class DiceTrainRefiner(io.ComfyNode):
         cls, model, prompts: str, prompts_file: str, steps: int, batch_size: int, guidance_scale: float, recipe: str,
         learning_rate: float, loss: str, seed: int, width: int, height: int, samples_per_prompt: int, teacher_steps: int,
         save_every: int, filename_prefix: str, gradient_checkpointing: bool, autocast: str, clip=None, resume_from=None,
-        latents=None, conditioning=None, negative=None,
+        latents=None, conditioning=None, negative=None, frames: int = 9,
     ) -> io.NodeOutput:
+        info = family_for(model)  # first: a guidance-distilled or unknown family gets its sentence before any work
         texts = read_prompts(prompts, prompts_file)
         entries = [list(e) for e in conditioning] if conditioning else []
         entries += [encode_prompt(clip, t)[0] for t in texts]
@@ -141,7 +150,6 @@ class DiceTrainRefiner(io.ComfyNode):
             uc_entry = encode_prompt(clip, "")[0] if clip is not None else None
             if uc_entry is None:
                 raise ValueError("connect 'clip' (to encode the empty prompt) or a 'negative' conditioning to use as uc")
-        info = family_for(model, entries[0][0].shape[1])
         overrides = dict(steps=steps, batch_size=batch_size, guidance_scale=guidance_scale, seed=seed,
                          loss=info.default_loss if loss == "auto" else loss, save_every=save_every,
                          samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps)
@@ -175,7 +183,7 @@ class DiceTrainRefiner(io.ComfyNode):
             comfy_internals.throw_if_interrupted()
 
         result = run_training(
-            model, entries, uc_entry, cfg, width=width, height=height, latents=samples, resume=resume_from,
+            model, entries, uc_entry, cfg, width=width, height=height, frames=frames, latents=samples, resume=resume_from,
             save_checkpoint=save_checkpoint, on_step=on_step,
             on_teacher_progress=on_teacher, gradient_checkpointing=gradient_checkpointing,
             autocast_dtype=AUTOCAST[autocast],

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dice_core.families import check_same_family
 from dice_core.fileformat import RefinerBundle
 from dice_core.refiner import Refiner
 from dice_core.training import (
@@ -38,10 +39,22 @@ class SessionResult:
     extra: dict = field(default_factory=dict)
 
 
-def _latent_shape(model_patcher, width: int, height: int) -> tuple[int, ...]:
+def _latent_shape(model_patcher, width: int, height: int, frames: int = 1) -> tuple[int, ...]:
+    """The latent one data-free teacher sample starts from, as the family's sampler sees it: (C, H, W)
+    for image latents, (C, T, H, W) where the latent format is 3-D. T counts the first frame plus one
+    latent frame per temporal_ratio frames after it (Wan, HunyuanVideo: 4; LTXV: 8); image families
+    with a video latent format (Qwen-Image, Cosmos Predict2 use Wan's) get T = 1, as ComfyUI's sampler
+    turns their 4-D empty latent into."""
+    info = family_for(model_patcher)
     fmt = model_patcher.model.latent_format
-    ratio = getattr(fmt, "spacial_downscale_ratio", 8)
-    return (fmt.latent_channels, height // ratio, width // ratio)
+    # 0.33's latent formats state their compression; 0.3.75's do not, so the family table says it.
+    spatial = getattr(fmt, "spacial_downscale_ratio", None) or info.spatial_ratio
+    plane = (height // spatial, width // spatial)
+    if getattr(fmt, "latent_dimensions", 2) != 3:
+        return (fmt.latent_channels, *plane)
+    temporal = getattr(fmt, "temporal_downscale_ratio", None) or info.temporal_ratio
+    latent_frames = (max(1, frames) - 1) // temporal + 1 if info.video else 1
+    return (fmt.latent_channels, latent_frames, *plane)
 
 
 def new_bundle(embed_dim: int, seed: int, family_name: str, keep_rule: str, pad_to, null_uc, pad_token, fingerprint) -> RefinerBundle:
@@ -66,6 +79,7 @@ def run_training(
     cfg: TrainConfig,
     width: int = 512,
     height: int = 512,
+    frames: int = 1,
     latents: torch.Tensor | None = None,
     resume: RefinerBundle | None = None,
     save_checkpoint: Callable[[RefinerBundle], None] | None = None,
@@ -100,7 +114,7 @@ def run_training(
             resume = _normal_bundle(resume)
         dist = dict(rank=rank, world_size=world_size, all_reduce_mean=all_reduce_mean, gather_data=gather_data,
                     teacher_batch_size=teacher_batch_size)
-        return _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, save_checkpoint, on_step,
+        return _run(model_patcher, prompts, uc_entry, cfg, (width, height, frames), latents, resume, save_checkpoint, on_step,
                     on_teacher_progress, gradient_checkpointing, autocast_dtype, dist)
 
 
@@ -126,18 +140,19 @@ def _normal_bundle(bundle: RefinerBundle) -> RefinerBundle:
     return clone
 
 
-def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, save_checkpoint, on_step,
+def _run(model_patcher, prompts, uc_entry, cfg, size, latents, resume, save_checkpoint, on_step,
          on_teacher_progress, gradient_checkpointing, autocast_dtype, dist) -> SessionResult:
     from .comfy_bridge import trainable_view
 
     embed_dim = prompts[0][0].shape[-1]
-    info = family_for(model_patcher, prompts[0][0].shape[1])
+    info = family_for(model_patcher)  # a guidance-distilled or unknown family stops here, with a sentence
     pad_token = uc_entry[0][0, -1].clone() if info.pad_to else None
     device = comfy_internals.torch_device()
     # The shared MODEL itself where it can train; on 0.33 with dynamic VRAM, core's non-dynamic copy.
     model_patcher = comfy_internals.trainable_patcher(model_patcher)
 
     if resume is not None:
+        check_same_family(resume.family, info.name)
         if resume.embed_dim != embed_dim:
             raise ValueError(
                 f"the refiner to resume was trained for embedding dim {resume.embed_dim} ({resume.family}), "
@@ -158,14 +173,16 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
     bundle.module.to(device)
 
     denoiser = ComfyDenoiser(model_patcher, prompts, uc_entry, device, bundle.pad_to, bundle.pad_token, autocast_dtype)
-    bank = PromptBank(c=denoiser.student_bank(info).float(), uc=bundle.pad(uc_entry[0]).float())
+    bank = PromptBank(c=denoiser.student_bank().float(), uc=bundle.pad(uc_entry[0]).float(), lengths=denoiser.student_lengths)
 
     if latents is not None:
         expected = model_patcher.model.latent_format.latent_channels
-        if latents.ndim != 4 or latents.shape[1] != expected:
+        ndim = 1 + len(_latent_shape(model_patcher, 64, 64))
+        if latents.ndim != ndim or latents.shape[1] != expected:
+            layout = "(batch, channels, frames, height, width)" if ndim == 5 else "(batch, channels, height, width)"
             raise ValueError(
-                f"latents have shape {tuple(latents.shape)}, but {family_of(model_patcher)} uses {expected} latent channels: "
-                "encode the images with this checkpoint's VAE"
+                f"latents have shape {tuple(latents.shape)}, but {family_of(model_patcher)} uses {layout} latents with "
+                f"{expected} channels: encode the images with this checkpoint's VAE"
             )
         if latents.shape[0] != len(prompts):
             raise ValueError(f"{latents.shape[0]} latents but {len(prompts)} captions: give exactly one caption per image")
@@ -180,7 +197,7 @@ def _run(model_patcher, prompts, uc_entry, cfg, width, height, latents, resume, 
             gather = dist["gather_data"]
             teacher_cfg = TrainConfig(**{**cfg.as_dict(), "batch_size": dist["teacher_batch_size"] or cfg.batch_size})
             data = teacher_trajectories(
-                denoiser, len(prompts), _latent_shape(model_patcher, width, height), teacher_cfg, on_teacher_progress,
+                denoiser, len(prompts), _latent_shape(model_patcher, *size), teacher_cfg, on_teacher_progress,
                 keep_states=cfg.data == "trajectory", shard=(dist["rank"], dist["world_size"]) if gather else (0, 1),
             )
             if gather:
