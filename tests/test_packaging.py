@@ -151,3 +151,25 @@ def test_pack_does_not_import_tests_or_dev_tools(path):
     with open(os.path.join(REPO, path), encoding="utf-8") as f:
         src = f.read()
     assert not re.search(r"^\s*(from|import)\s+(tests|harness|pytest)\b", src, re.M)
+
+
+def test_readme_family_table_covers_every_family_module_and_every_cfg_family():
+    """The table is generated (scripts/family_table.py); this checks it was regenerated after a family was
+    added: every tiny-model module and every CFG family DICE accepts has a row."""
+    import pkgutil
+
+    import tiny_families
+
+    from dice_core.families import cfg_families
+
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    table = readme.split("<!-- family-table:start -->")[1].split("<!-- family-table:end -->")[0]
+    modules = [m.name for m in pkgutil.iter_modules(tiny_families.__path__)]
+    assert len(modules) >= 17
+    for name in modules:
+        module = __import__(f"tiny_families.{name}", fromlist=["FAMILY"])
+        runtimes = ", ".join(f"ComfyUI {r}" for r in module.RUNTIMES)
+        assert f"(`{module.FAMILY}`) | {runtimes} |" in table, f"{module.FAMILY} is not shown as tested; run make families"
+    for info in cfg_families():
+        assert f"(`{info.name}`)" in table, f"{info.name} has no row; run make families"
+    assert "untested" not in table

@@ -70,6 +70,27 @@ def test_t5_rule_keeps_nothing_and_first_rule_keeps_position_zero():
         keep_mask(10, "bogus")
 
 
+def test_zero_rows_rule_keeps_exactly_the_rows_each_prompt_has_zeroed():
+    torch.manual_seed(0)
+    r = Refiner(32, inner_dim=32, heads=4)
+    c = torch.randn(2, 6, 32)
+    c[0, 3:] = 0.0  # prompt 0: three words, then zeroed padding
+    c[1, 5:] = 0.0  # prompt 1: five words
+    out = refine(r, c, torch.randn(1, 4, 32), 1.0, "zero_rows")
+    zero = (c == 0).all(-1)
+    assert torch.equal(out[zero], c[zero])
+    assert (out[~zero] != c[~zero]).any(-1).all()
+
+
+def test_the_shared_null_prompt_gives_what_a_repeated_one_gives():
+    torch.manual_seed(0)
+    r = Refiner(32, inner_dim=32, heads=4)
+    c, uc = torch.randn(3, 5, 32), torch.randn(1, 7, 32)
+    shared, repeated = refine(r, c, uc, 1.0, "none"), refine(r, c, uc.repeat(3, 1, 1), 1.0, "none")
+    # The same products, summed in a possibly different order: float32 rounding of sums of 32 terms.
+    assert torch.allclose(shared, repeated, rtol=0, atol=32 * torch.finfo(torch.float32).eps * c.abs().max() * 4)
+
+
 def test_alpha_zero_is_identity_and_alpha_scales_linearly():
     torch.manual_seed(0)
     r = Refiner(32, inner_dim=32, heads=4)

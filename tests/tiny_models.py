@@ -165,20 +165,21 @@ class HeldOut(NamedTuple):
     grad_scaling: bool  # whether this model's precision trains with loss scaling
 
 
-def held_out_evaluation(bridge, session, patcher, bundle, held_out: list, uc: list, size: int,
-                        device=torch.device("cpu"), autocast=None) -> HeldOut:
+def held_out_evaluation(bridge, session, patcher, bundle, held_out: list, uc: list, size: int | tuple,
+                        device=torch.device("cpu"), autocast=None, loss: str = "l1",
+                        teacher_steps: int = 8) -> HeldOut:
     """Judge a trained refiner on held-out prompts and fresh noise, as the tests and the GPU precision
     check do."""
     from dice_core.training import PromptBank, TrainConfig, evaluate_distillation, teacher_trajectories
 
     bundle.module.to(device)
     denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, device, bundle.pad_to, bundle.pad_token, autocast)
-    info = bridge.family_for(patcher, held_out[0][0].shape[1])
-    bank = PromptBank(c=denoiser.student_bank(info), uc=bundle.pad(uc[0]))
-    eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=8, samples_per_prompt=2, seed=1234, batch_size=8)
+    bank = PromptBank(c=denoiser.student_bank(), uc=bundle.pad(uc[0]))
+    eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=teacher_steps, samples_per_prompt=2, seed=1234, batch_size=8,
+                                       loss=loss)
     with torch.no_grad():
         patcher.pre_run()
-        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, size, size), eval_cfg)
+        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, *((size, size) if isinstance(size, int) else size)), eval_cfg)
         unrefined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=0.0)
         refined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=1.0)
         j = torch.arange(min(8, len(data)))
