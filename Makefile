@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test demo bench lint
+.PHONY: setup test families demo bench lint
 
 setup:
 	@bash scripts/setup_env.sh all
@@ -11,6 +11,12 @@ setup:
 # The whole suite on both runtimes; PYTEST_ARGS passes options through, e.g. PYTEST_ARGS='-m "not browser"'.
 test: setup
 	bash scripts/run_tests.sh $(PYTEST_ARGS)
+
+# Only the model-family tests (one module per family, tests/test_family_*.py) on both runtimes, then the
+# README's family table rebuilt from what they recorded.
+families: setup
+	bash scripts/run_tests.sh -m families $(PYTEST_ARGS)
+	$(PY) scripts/family_table.py
 
 lint:
 	@bash scripts/setup_env.sh 0.3.75

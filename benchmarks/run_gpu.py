@@ -37,6 +37,7 @@ def phases(smoke: bool) -> list[tuple[str, str, list[str], int]]:
             ("training_sdxl", "bench_training.py", [*tiny, "--family", "sdxl", "--mode", "node", "reference", "--batch", "1",
                                                      "--grad-ckpt", "off", "--steps", "2", "--warmup", "1", *dev], 120),
             ("dynamic_vram", "gpu_dynamic_vram.py", ["--steps", "3", *dev], 120),
+            ("families", "gpu_families.py", ["--tiny", "--families", "sd3", "wan21", "chroma", "--steps", "2", *dev], 300),
         ]
     # fp16 weights: what ComfyUI itself picks for SD1.5 and SDXL on this class of card.
     half = ["--dtype", "fp16"]
@@ -63,6 +64,10 @@ def phases(smoke: bool) -> list[tuple[str, str, list[str], int]]:
                                                       "--repeats", "3", *half, *dev], 90),
         ("sampling_sdxl_large", "bench_sampling.py", ["--family", "sdxl", "--res", "1024", "--steps", "10", "--batch", "8",
                                                       "--repeats", "3", *half, *dev], 120),
+        # The newer families at full size (random weights), one process, each family in turn.
+        ("families", "gpu_families.py", ["--families", "sd3", "auraflow", "chroma", "qwen_image", "lumina2", "zimage",
+                                         "cosmos_predict2", "hunyuan_dit", "cascade_c", "hidream", "wan21", "wan22",
+                                         "ltxv", "hunyuan_video15", "--dtype", "bf16", "--steps", "4", *dev], 400),
     ]
 
 
