@@ -25,7 +25,6 @@ START, END = "<!-- family-table:start -->", "<!-- family-table:end -->"
 
 
 def family_modules() -> list:
-    sys.path[:0] = [REPO, os.path.join(REPO, "tests")]
     import tiny_families
 
     return [importlib.import_module(f"tiny_families.{m.name}") for m in pkgutil.iter_modules(tiny_families.__path__)]
@@ -56,7 +55,7 @@ def table(results: str) -> str:
     tested = set()
     for module in sorted(family_modules(), key=lambda m: list(infos).index(m.FAMILY) if m.FAMILY in infos else 99):
         passed = [r for r in RUNTIMES if all(k in found.get((module.FAMILY, r), {}) for k in CHECKS)]
-        ratios = "; ".join(f"{found[(module.FAMILY, r)]['held_out_ratio']:.2f}" if r in passed else "-" for r in RUNTIMES)
+        ratios = "; ".join(f"{found[(module.FAMILY, r)]['held_out_ratio']:.3f}" if r in passed else "-" for r in RUNTIMES)
         label = infos[module.FAMILY].label if module.FAMILY in infos else module.FAMILY
         params = count_parameters(Refiner(module.EMBED_DIM))
         where = ", ".join(f"ComfyUI {r}" for r in passed) or "**not passing**"
@@ -79,6 +78,7 @@ def main() -> None:
     parser.add_argument("--results", default=os.path.join(REPO, ".family-results"))
     parser.add_argument("--print", action="store_true", help="print the table instead of rewriting README.md")
     args = parser.parse_args()
+    sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # a script run from a checkout: the pack and its test models
     text = table(args.results)
     if args.print:
         print(text)

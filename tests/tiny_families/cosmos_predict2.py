@@ -8,7 +8,6 @@ FAMILY = "CosmosT2IPredict2"
 RUNTIMES = ("0.3.75", "0.33.0")
 EMBED_DIM = 1024
 WIDTH, HEIGHT, FRAMES = 64, 64, None
-TRAINING = {"batch_size": 2}  # the refiner on the real token count is most of the cost
 NOTES = ("old T5-XXL 1024, padded to 512 tokens (words + end token, then pad rows that the encoder zeroes); "
          "extras: attention_mask (1, 512) long (1 = words + end), pooled_output None; the model ignores the mask. "
          "EmptySD3LatentImage gives a 4-D latent that the sampler unsqueezes to (B, 16, 1, H/8, W/8)")
