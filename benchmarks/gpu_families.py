@@ -89,7 +89,9 @@ def training(family, patcher, bundle, bridge, session, device: str, steps: int) 
                 entry = [c[:, : int(bank.lengths.min())], prompts[0][1]]
                 conds = comfy.samplers.encode_model_conds(patcher.model.extra_conds, comfy.sampler_helpers.convert_cond([entry]),
                                                           x0, x0.device, "positive", latent_image=x0)
-                pred = comfy.samplers.calc_cond_batch(patcher.model, [conds], x0, sigma, patcher.model_options)[0]
+                # The same saved-activation copies the node makes for in-place residual models (Chroma, LTXV, ...).
+                with bridge.own_copies_of_saved_activations(denoiser.inplace_residuals):
+                    pred = comfy.samplers.calc_cond_batch(patcher.model, [conds], x0, sigma, patcher.model_options)[0]
                 loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -122,7 +124,7 @@ def main() -> None:
     bridge, session = harness.pack_module("nodes.comfy_bridge"), harness.pack_module("nodes.training_session")
     for name in a.families:
         family = importlib.import_module(f"tiny_families.{name}")
-        result = {"family": family.FAMILY, "full_size": not a.tiny, "device": a.device, "dtype": a.dtype,
+        result = {"family": family.FAMILY, "full_size": not a.tiny, "device": a.device, "dtype": "fp32" if a.tiny else a.dtype,
                   "machine": common.machine()}
         try:
             patcher = family.build(dtype=DTYPES[a.dtype] if not a.tiny else torch.float32, full_size=not a.tiny)
