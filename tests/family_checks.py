@@ -152,3 +152,30 @@ def check_the_file_names_the_family(family, trained: Trained, comfy_nodes, tmp_p
     with pytest.raises(ValueError, match=f"trained for {family.FAMILY}\\b.*the MODEL is {other_name}\\b"):
         comfy_nodes["DiceRefineConditioning"].execute([trained.held_out[0]], loaded, 1.0, model=other)
     record(family, other_family_refused=other_name)
+
+
+# The tests each family module runs. A module sets `family` (its tests/tiny_families module) and
+# imports these names; pytest collects them there, and `trained` builds once per module.
+@pytest.fixture(scope="module")
+def trained(request, comfy_nodes):
+    return Trained(request.module.family)
+
+
+def test_teacher_latent_matches_the_family_empty_latent(request, trained):
+    check_latent_shape(request.module.family, trained)
+
+
+def test_training_beats_the_unrefined_prompt_on_held_out_prompts(request, trained):
+    check_held_out_loss_falls(request.module.family, trained)
+
+
+def test_cfg1_on_refined_conditioning_sends_half_the_rows_of_cfg(request, trained, comfy_nodes):
+    check_cfg1_halves_the_rows(request.module.family, trained, comfy_nodes)
+
+
+def test_strength_zero_returns_the_input_exactly(request, trained, comfy_nodes):
+    check_strength_zero_is_the_input(request.module.family, trained, comfy_nodes)
+
+
+def test_the_file_records_the_family_and_another_family_is_refused(request, trained, comfy_nodes, tmp_path):
+    check_the_file_names_the_family(request.module.family, trained, comfy_nodes, tmp_path)
