@@ -125,6 +125,25 @@ def _cost(points: list[dict]) -> list[str]:
     return out
 
 
+def _padding(study: dict) -> list[str]:
+    def cell(split: str, key: str) -> str:
+        figure = study[split][key]
+        low, high = figure["ci95"]
+        return f"{figure['mean']:.3f} [{low:.3f}, {high:.3f}]"
+
+    lines = [f"Measured {study.get('date', '?')} on {_machine(study.get('machine', {}))}, ComfyUI {study.get('comfyui', '?')}. "
+             f"{study['family']}, {study['models']} models, {study['steps']} training steps; loss over the unrefined "
+             "prompt's (below 1: the refiner helps), mean over (model, prompt) pairs with a bootstrap 95% interval. "
+             f"Chosen on validation ({study['validation']['pairs']} pairs): **{study['chosen_on_validation']}**; "
+             f"test: {study['test']['pairs']} pairs.", "",
+             "| student sees | validation | test |", "|---|---|---|"]
+    for label, key in (("padded to 120, refined", "pad 120_over_unrefined"), ("own tokens, refined", "no padding_over_unrefined"),
+                       ("padded to 120, strength 0", "pad_only_over_unrefined"),
+                       ("difference: padded minus own, refined", "pad_minus_no_padding")):
+        lines.append(f"| {label} | {cell('validation', key)} | {cell('test', key)} |")
+    return lines
+
+
 def write_benchmarks_md(results: dict, path: str) -> None:
     import toyworld_table
 
@@ -147,6 +166,9 @@ def write_benchmarks_md(results: dict, path: str) -> None:
             lines += ["### Training in each precision (correctness, not speed)", ""] + _precision(section["precision"]) + [""]
         if "training" in section:
             lines += ["### Training step: node loop against a minimal PyTorch loop", ""] + _training(section["training"]) + [""]
+        if "padding" in section:
+            lines += ["### T5 prompts: padded or not (tiny PixArt-alpha, benchmarks/padding_study.py)", ""]
+            lines += _padding(section["padding"]) + [""]
         if "cost_curve" in section:
             lines += ["### Training cost curve (node loop, full-size SD1.5 UNet)", ""] + _cost(section["cost_curve"]) + [""]
     extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")

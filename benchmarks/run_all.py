@@ -2,6 +2,7 @@
 
   python benchmarks/run_all.py                 # everything (about an hour on a 2-core CPU)
   python benchmarks/run_all.py --only toyworld sampling
+  python benchmarks/run_all.py --only padding      # T5 padding study, about 3 minutes
 GPU figures come from benchmarks/run_gpu.py on a lent card; its JSON-lines output is kept under
 benchmarks/gpu_runs/ and merged into the same files, keyed by card:
   python benchmarks/run_all.py --merge-gpu benchmarks/gpu_runs/*.jsonl
@@ -74,6 +75,15 @@ def toyworld(quick: bool) -> dict:
     return toyworld_table.main(args + (["--quick"] if quick else []))
 
 
+def padding(device: str) -> dict:
+    """Padded against unpadded T5 prompts for the refiner, on tiny PixArt-alpha (benchmarks/padding_study.py)."""
+    import padding_study
+
+    result = padding_study.main(["--models", "8"])
+    # Its own date: a `--only padding` run must not restamp the other CPU figures.
+    return {**{k: v for k, v in result.items() if k != "rows"}, "date": datetime.date.today().isoformat()}
+
+
 def merge_gpu(files: list[str], results: dict) -> None:
     """Fold run_gpu.py's records into results.json: later files replace earlier figures for the same
     measurement; every training-grid run is kept, because single launch-bound steps are noisy."""
@@ -97,7 +107,7 @@ def merge_gpu(files: list[str], results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve"], default=None)
+    ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve", "padding"], default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick-toyworld", action="store_true")
     ap.add_argument("--merge-gpu", nargs="+", metavar="JSONL", help="merge run_gpu.py output instead of measuring")
@@ -112,9 +122,10 @@ def main() -> None:
         return
     key = "cpu" if a.device == "cpu" else f"gpu:{common.machine().get('gpu', a.device)}"
     section = results.setdefault(key, {})
-    section["machine"] = common.machine()
-    section["date"] = datetime.date.today().isoformat()
-    todo = a.only or ["sampling", "training", "cost_curve", "toyworld"]
+    if a.only != ["padding"]:  # the padding study carries its own machine and date; the section's stay
+        section["machine"] = common.machine()
+        section["date"] = datetime.date.today().isoformat()
+    todo = a.only or ["sampling", "training", "cost_curve", "padding", "toyworld"]
     for name in todo:
         print(f"== {name}", flush=True)
         if name == "toyworld":

@@ -51,9 +51,12 @@ def _cfg_families() -> dict[str, FamilyInfo]:
         FamilyInfo("HunyuanDiT1", "HunyuanDiT 1.2", clip, "l2", same_as="HunyuanDiT"),
         # SD3: 77 CLIP-L/G tokens (start token first) then T5 tokens; only position 0 is a start token.
         FamilyInfo("SD3", "SD3 / SD3.5", first, "l2"),
-        # PixArt-alpha was trained on T5 embeddings padded to 120 tokens; the student sees that length.
-        FamilyInfo("PixArtAlpha", "PixArt-alpha", none, "l2", pad_to=120),
-        FamilyInfo("PixArtSigma", "PixArt-sigma", none, "l2", pad_to=300, same_as="PixArtAlpha"),
+        # PixArt: ComfyUI's T5 gives the words and an end token, no padding. Padding to the 120 tokens
+        # PixArt-alpha was trained on (the pack's first choice) measured worse: held-out loss 0.82x of the
+        # unrefined prompt's against 0.67x unpadded (benchmarks/padding_study.py, BENCHMARKS.md), and padding
+        # alone makes it 1.53x worse at strength 0. Refiner files that record a pad length still pad.
+        FamilyInfo("PixArtAlpha", "PixArt-alpha", none, "l2"),
+        FamilyInfo("PixArtSigma", "PixArt-sigma", none, "l2", same_as="PixArtAlpha"),
         # T5 and LLM encoders without a start token: every token is the prompt's own.
         # AuraFlow's zeroed pad rows stay zero (see KEEP_ZERO_ROWS).
         FamilyInfo("AuraFlow", "AuraFlow", zero_rows, "l2"),

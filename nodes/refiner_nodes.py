@@ -133,8 +133,8 @@ class DiceRefineConditioning(io.ComfyNode):
                     max=3.0,
                     step=0.05,
                     tooltip="alpha in c' = c + alpha*R(c, uc). 1.0 reproduces the guidance the refiner was trained for; "
-                    "higher sharpens more. 0 returns the prompt exactly as it came in (for T5-family refiners, any value "
-                    "above 0 first pads the prompt to the token count the refiner was trained with).",
+                    "higher sharpens more. 0 returns the prompt exactly as it came in. The refined prompt keeps its token "
+                    "count (only an older PixArt refiner file saved with a pad length pads it first).",
                 ),
                 io.Conditioning.Input(
                     "negative",

@@ -64,8 +64,9 @@ def test_strength_zero_returns_the_input_exactly(comfy_nodes, family):
     assert out[0][1] == cond[0][1]
 
 
-def test_pixart_pads_only_when_it_refines(comfy_nodes):
-    """Above strength 0 a T5 prompt is padded to the refiner's training length (what the tooltip says)."""
+def test_a_refiner_file_with_a_pad_length_pads_only_when_it_refines(comfy_nodes):
+    """A PixArt refiner saved with a pad length (the pack trained PixArt padded to 120 before measuring that
+    it is worse) still loads and works: above strength 0 the T5 prompt is padded to that length."""
     dim, make = FAMILIES["PixArtAlpha"]
     cond = make()
     out = comfy_nodes["DiceRefineConditioning"].execute(cond, _bundle("PixArtAlpha", dim), 0.05).args[0]
