@@ -3,6 +3,7 @@ ModelPatcher, and CONDITIONING shaped like each family's text encoder output."""
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -32,6 +33,38 @@ def _patcher(model):
 
     dev = comfy.model_management.get_torch_device()
     return comfy.model_patcher.ModelPatcher(model, load_device=dev, offload_device=dev)
+
+
+def seeded_model(config_name: str, unet_config: dict, seed: int, device=None):
+    """comfy.supported_models.<config_name>(unet_config)'s model with seeded weights, as a ModelPatcher.
+    `device` builds the weights there directly (a full-size model for a lent GPU)."""
+    import comfy.supported_models
+
+    model = getattr(comfy.supported_models, config_name)(unet_config).get_model({}, device=device)
+    _init_weights(model, seed)
+    return _patcher(model)
+
+
+@functools.cache
+def token_tables(dim: int, positions: int, seed: int, vocab: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed vocabulary's token vectors (vocab, dim) and position vectors (positions, dim), drawn from one
+    seed: the raw material of every tiny text-encoder layout. Cached, since prompts reuse them; never write
+    into what it returns."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(vocab or VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
+
+
+def context_tokens(ids: list[int], dim: int, seed: int, causal: bool, min_positions: int) -> torch.Tensor:
+    """(len(ids), dim) token vectors plus positions plus a context term: each token also carries the mean of the
+    tokens it attends to (causal for CLIP and Llama, all tokens for T5), so end and pad rows depend on the prompt.
+    The position table has max(len(ids), min_positions) rows; its draw, and so every vector, depends on that."""
+    table, position_rows = token_tables(dim, max(len(ids), min_positions), seed)
+    tok = table[torch.tensor(ids)]
+    if causal:
+        ctx = tok.cumsum(0) / torch.arange(1, len(ids) + 1)[:, None]
+    else:
+        ctx = tok.mean(0, keepdim=True).expand_as(tok)
+    return tok + position_rows[: len(ids)] + 0.5 * ctx
 
 
 def sd15(seed: int = 0, context_dim: int = 768, dtype: torch.dtype = torch.float32):

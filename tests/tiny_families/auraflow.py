@@ -5,9 +5,7 @@ prompt with pad token 1 to min_length=256 (no truncation), the encoder masks the
 padded rows (zero_out_masked), and it returns no attention_mask and no pooled output."""
 from __future__ import annotations
 
-import functools
-
-import tiny_models  # reused: _init_weights, _patcher, VOCAB_SIZE, END
+import tiny_models
 import torch
 
 FAMILY = "AuraFlow"
@@ -35,17 +33,7 @@ def _unet_config(dtype: torch.dtype = torch.float32, full_size: bool = False) ->
 
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
-    import comfy.supported_models
-
-    model = comfy.supported_models.AuraFlow(_unet_config(dtype, full_size)).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-@functools.cache
-def _table(dim: int, positions: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(tiny_models.VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
+    return tiny_models.seeded_model("AuraFlow", _unet_config(dtype, full_size), seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
@@ -54,7 +42,7 @@ def prompt(words: tuple[int, ...]) -> list:
     ids = [1 + w for w in words] + [END]
     real = len(ids)
     ids += [PAD] * max(0, MIN_LENGTH - real)
-    table, positions = _table(EMBED_DIM, max(len(ids), MIN_LENGTH), 4242 + EMBED_DIM)
+    table, positions = tiny_models.token_tables(EMBED_DIM, max(len(ids), MIN_LENGTH), 4242 + EMBED_DIM)
     tok = table[torch.tensor(ids)] + positions[: len(ids)]
     tok = tok + 0.5 * table[torch.tensor(ids[:real])].mean(0, keepdim=True)
     tok[real:] = 0.0

@@ -5,9 +5,7 @@ tokens per 75-word chunk (start token, words, end token, end-token padding, with
 not zeroed), and pooled_output is the projected pooled vector, (1, 1280)."""
 from __future__ import annotations
 
-import functools
-
-import tiny_models  # reused: _init_weights, _patcher, VOCAB_SIZE, END
+import tiny_models
 import torch
 
 FAMILY = "Stable_Cascade_C"
@@ -39,17 +37,7 @@ def _unet_config(dtype: torch.dtype = torch.float32, full_size: bool = False) ->
 
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
-    import comfy.supported_models
-
-    model = comfy.supported_models.Stable_Cascade_C(_unet_config(dtype, full_size)).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-@functools.cache
-def _table(dim: int, positions: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(tiny_models.VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
+    return tiny_models.seeded_model("Stable_Cascade_C", _unet_config(dtype, full_size), seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
@@ -58,7 +46,7 @@ def prompt(words: tuple[int, ...]) -> list:
     n = len(words)
     ids = [START] + [1 + w for w in words] + [END] * (CLIP_TOKENS - 1 - n)
     real = n + 2
-    table, positions = _table(EMBED_DIM, CLIP_TOKENS, 4242 + EMBED_DIM)
+    table, positions = tiny_models.token_tables(EMBED_DIM, CLIP_TOKENS, 4242 + EMBED_DIM)
     tok = table[torch.tensor(ids)]
     ctx = tok.cumsum(0) / torch.arange(1, CLIP_TOKENS + 1)[:, None]
     ctx[real:] = ctx[real - 1]

@@ -6,9 +6,8 @@ no attention_mask, pooled_output None; "" gives (1, 1, 4096)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 
-import tiny_models  # noqa: F401  (reused: _init_weights, _patcher, VOCAB_SIZE, END)
+import tiny_models
 import torch
 
 FAMILY = "Chroma"
@@ -46,24 +45,14 @@ def _unet_config(full_size: bool, dtype) -> dict:
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
     import comfy.model_management
-    import comfy.supported_models
-
     device = comfy.model_management.get_torch_device() if full_size else None
-    model = comfy.supported_models.Chroma(_unet_config(full_size, dtype)).get_model({}, device=device)
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-@functools.cache
-def _table(dim: int, positions: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(tiny_models.VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
+    return tiny_models.seeded_model("Chroma", _unet_config(full_size, dtype), seed, device=device)
 
 
 def _encode(ids: list[int], dim: int, seed: int) -> torch.Tensor:
     """Vocabulary vectors plus positions plus a context term (T5 is bidirectional: every token carries the mean
     of the whole prompt), so the end token depends on the prompt."""
-    table, positions = _table(dim, max(len(ids), 128), seed)
+    table, positions = tiny_models.token_tables(dim, max(len(ids), 128), seed)
     tok = table[torch.tensor(ids)]
     return tok + positions[: len(ids)] + 0.5 * tok.mean(0, keepdim=True)
 

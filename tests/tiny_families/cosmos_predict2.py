@@ -19,8 +19,6 @@ _END = tiny_models.END
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives the 2B text-to-image config that
     comfy/model_detection.py derives from cosmos_predict2_2B_t2i (model_channels 2048, 28 blocks, 16 heads)."""
-    import comfy.supported_models
-
     unet = {
         "image_model": "cosmos_predict2", "max_img_h": 240, "max_img_w": 240, "max_frames": 128,
         "in_channels": 16, "out_channels": 16, "patch_spatial": 2, "patch_temporal": 1,
@@ -37,16 +35,7 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     else:
         # head_dim 24: the 3-D RoPE splits it 8/8/8 over h, w, t.
         unet.update({"model_channels": 48, "num_blocks": 1, "num_heads": 2, "adaln_lora_dim": 16, "mlp_ratio": 2.0})
-    model = comfy.supported_models.CosmosT2IPredict2(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-def _tables(length: int):
-    g = torch.Generator().manual_seed(4242 + EMBED_DIM)
-    table = torch.randn(tiny_models.VOCAB_SIZE, EMBED_DIM, generator=g)
-    positions = 0.3 * torch.randn(length, EMBED_DIM, generator=g)
-    return table, positions
+    return tiny_models.seeded_model("CosmosT2IPredict2", unet, seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
@@ -54,7 +43,7 @@ def prompt(words: tuple[int, ...]) -> list:
     one row per word, the end token, then pad rows that are exactly zero (T5 pad token 0, masked and zeroed)."""
     ids = [1 + w for w in words] + [_END]
     length = max(MIN_LENGTH, len(ids))
-    table, positions = _tables(length)
+    table, positions = tiny_models.token_tables(EMBED_DIM, length, 4242 + EMBED_DIM)
     c = torch.zeros(1, length, EMBED_DIM)
     c[0, : len(ids)] = table[ids] + positions[: len(ids)]
     mask = torch.zeros(1, length, dtype=torch.long)

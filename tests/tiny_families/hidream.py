@@ -6,9 +6,7 @@ CLIP-L + CLIP-G (1, 768+1280), and conditioning_llama3: Llama-3.1-8B's 32 layer 
 the embedding layer), start token + words padded with <|eot_id|> to at least 128 tokens, (1, 32, 128, 4096)."""
 from __future__ import annotations
 
-import functools
-
-import tiny_models  # noqa: F401  (reused: _init_weights, _patcher, VOCAB_SIZE, END)
+import tiny_models
 import torch
 
 FAMILY = "HiDream"
@@ -48,45 +46,23 @@ def _unet_config(full_size: bool, dtype) -> dict:
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
     import comfy.model_management
-    import comfy.supported_models
-
     device = comfy.model_management.get_torch_device() if full_size else None
-    model = comfy.supported_models.HiDream(_unet_config(full_size, dtype)).get_model({}, device=device)
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-@functools.cache
-def _table(dim: int, positions: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(tiny_models.VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
-
-
-def _encode(ids: list[int], dim: int, seed: int, causal: bool) -> torch.Tensor:
-    """Vocabulary vectors plus positions plus a context term: each token carries the mean of the tokens it attends
-    to (causal for CLIP and Llama, all for T5), so the end and padding tokens depend on the prompt."""
-    table, positions = _table(dim, max(len(ids), T5_TOKENS), seed)
-    tok = table[torch.tensor(ids)]
-    if causal:
-        ctx = tok.cumsum(0) / torch.arange(1, len(ids) + 1)[:, None]
-    else:
-        ctx = tok.mean(0, keepdim=True).expand_as(tok)
-    return tok + positions[: len(ids)] + 0.5 * ctx
+    return tiny_models.seeded_model("HiDream", _unet_config(full_size, dtype), seed, device=device)
 
 
 def prompt(words: tuple[int, ...]) -> list:
     n = len(words)
     body = [1 + w for w in words]
     t5_ids = (body + [END])[:T5_TOKENS]
-    t5 = _encode(t5_ids + [PAD] * (T5_TOKENS - len(t5_ids)), EMBED_DIM, 4242 + 4096, causal=False)
+    t5 = tiny_models.context_tokens(t5_ids + [PAD] * (T5_TOKENS - len(t5_ids)), EMBED_DIM, 4242 + 4096, causal=False, min_positions=T5_TOKENS)
     llama_ids = [START] + body
     llama_ids += [PAD] * max(0, LLAMA_MIN - len(llama_ids))
-    llama = _encode(llama_ids, EMBED_DIM, 5353 + 4096, causal=True)
+    llama = tiny_models.context_tokens(llama_ids, EMBED_DIM, 5353 + 4096, causal=True, min_positions=T5_TOKENS)
     # The real 32 layers differ; one shared vector per token keeps a prompt at 2 MiB until something copies it.
     llama3 = llama[None, None].expand(1, LLAMA_LAYERS, len(llama_ids), EMBED_DIM)
     eos = n + 1  # CLIP's pooled output is read at the end token
-    clip_l = _encode([START] + body + [END] * (CLIP_TOKENS - 1 - n), 768, 4242 + 768, causal=True)
-    clip_g = _encode([START] + body + [END] + [PAD] * (CLIP_TOKENS - 2 - n), 1280, 4242 + 1280, causal=True)
+    clip_l = tiny_models.context_tokens([START] + body + [END] * (CLIP_TOKENS - 1 - n), 768, 4242 + 768, causal=True, min_positions=T5_TOKENS)
+    clip_g = tiny_models.context_tokens([START] + body + [END] + [PAD] * (CLIP_TOKENS - 2 - n), 1280, 4242 + 1280, causal=True, min_positions=T5_TOKENS)
     pooled = torch.cat([clip_l[eos], clip_g[eos]])[None]
     return [t5[None], {"pooled_output": pooled, "conditioning_llama3": llama3}]
 

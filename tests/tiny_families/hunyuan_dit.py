@@ -27,8 +27,6 @@ _START, _END, _PAD = 0, tiny_models.END, tiny_models.VOCAB_SIZE - 2
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives what comfy/model_detection.py derives from
     hunyuan_dit_1.2.safetensors (DiT-g/2): hidden_size 1408, depth 40, mlp_ratio 4.3637, 16 heads (class default)."""
-    import comfy.supported_models
-
     global _mt5_dim
     _mt5_dim = REAL_MT5_DIM if full_size else TINY_MT5_DIM
     unet = {"image_model": "hydit", "input_size": 32, "patch_size": 2, "in_channels": 4, "learn_sigma": True,
@@ -40,9 +38,7 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
         # head_dim 24: the 2-D RoPE needs it divisible by 4. The BERT side keeps its real width 1024 (EMBED_DIM);
         # the mT5 side is TINY_MT5_DIM wide (see above), with the real 256-token layout and mask.
         unet.update({"hidden_size": 48, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0})
-    model = comfy.supported_models.HunyuanDiT(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
+    return tiny_models.seeded_model("HunyuanDiT", unet, seed)
 
 
 def _rows(ids: list, length: int, dim: int, pad_id: int) -> torch.Tensor:

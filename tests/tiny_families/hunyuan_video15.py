@@ -32,8 +32,6 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     import dataclasses
 
     import comfy.ldm.hunyuan_video.model
-    import comfy.supported_models
-
     unet = {
         "image_model": "hunyuan_video", "in_channels": 65, "out_channels": 32, "patch_size": [1, 1, 1],
         "vec_in_dim": None, "context_in_dim": EMBED_DIM, "mlp_ratio": 4.0, "theta": 256, "qkv_bias": True,
@@ -47,9 +45,7 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     # 0.33's detection adds meanflow_sum (True whenever vision_in exists); 0.3.75's params dataclass has no such field.
     if "meanflow_sum" in {f.name for f in dataclasses.fields(comfy.ldm.hunyuan_video.model.HunyuanVideoParams)}:
         unet["meanflow_sum"] = True
-    model = comfy.supported_models.HunyuanVideo15(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
+    return tiny_models.seeded_model("HunyuanVideo15", unet, seed)
 
 
 def _token_ids(words: tuple[int, ...]) -> list[int]:

@@ -23,24 +23,13 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives what comfy/model_detection.py reads from
     ltx-video-2b-v0.9*.safetensors (the checkpoint of ComfyUI's LTXV text-to-video template): 28 layers,
     attention_head_dim 64 (x 32 heads = 2048), cross_attention_dim 2048."""
-    import comfy.supported_models
-
     unet = {"image_model": "ltxv", "caption_channels": EMBED_DIM, "in_channels": 128, "dtype": dtype}
     if full_size:
         unet.update({"num_layers": 28, "attention_head_dim": 64, "num_attention_heads": 32, "cross_attention_dim": 2048})
     else:
         # cross_attention_dim must equal heads * head_dim: the caption projection maps 4096 -> inner_dim.
         unet.update({"num_layers": 1, "attention_head_dim": 16, "num_attention_heads": 2, "cross_attention_dim": 32})
-    model = comfy.supported_models.LTXV(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-def _tables(length: int):
-    g = torch.Generator().manual_seed(4242 + EMBED_DIM)
-    table = torch.randn(tiny_models.VOCAB_SIZE, EMBED_DIM, generator=g)
-    positions = 0.3 * torch.randn(length, EMBED_DIM, generator=g)
-    return table, positions
+    return tiny_models.seeded_model("LTXV", unet, seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
@@ -48,7 +37,7 @@ def prompt(words: tuple[int, ...]) -> list:
     ids = [1 + w for w in words] + [_END]
     n = len(ids)
     length = max(MIN_LENGTH, n)
-    table, positions = _tables(length)
+    table, positions = tiny_models.token_tables(EMBED_DIM, length, 4242 + EMBED_DIM)
     c = table[ids] + positions[:n]
     # Pad rows: T5 output at pad-token positions; their queries attend to the real tokens, so they carry the prompt.
     pad = table[_PAD] + positions[n:length] + 0.5 * c.mean(dim=0, keepdim=True)

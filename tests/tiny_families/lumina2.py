@@ -21,8 +21,6 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives what comfy/model_detection.py derives from
     lumina_2_model_bf16.safetensors (Lumina-Image-2.0): dim 2304, 26 layers, 24 heads / 8 kv heads, axes 32/32/32,
     ffn_dim_multiplier 4.0, 2 refiner layers each (class default)."""
-    import comfy.supported_models
-
     unet = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "cap_feat_dim": EMBED_DIM, "qk_norm": True,
             "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0, "dtype": dtype}
     if full_size:
@@ -32,18 +30,14 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
         # head_dim 24 = sum(axes_dims); grouped-query attention kept (2 heads, 1 kv head) as in the real 24/8.
         unet.update({"dim": 48, "n_layers": 1, "n_refiner_layers": 1, "n_heads": 2, "n_kv_heads": 1,
                      "axes_dims": [8, 8, 8], "axes_lens": [300, 512, 512], "multiple_of": 16})
-    model = comfy.supported_models.Lumina2(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
+    return tiny_models.seeded_model("Lumina2", unet, seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
     """[c (1, 1 + len(words), 2304), {"pooled_output": None, "attention_mask": (1, T) long ones}] as CLIPTextEncode gives it:
     BOS then one row per word, nothing after (no end token, no padding)."""
     ids = [_BOS] + [1 + w for w in words]
-    g = torch.Generator().manual_seed(4242 + EMBED_DIM)
-    table = torch.randn(tiny_models.VOCAB_SIZE, EMBED_DIM, generator=g)
-    positions = 0.3 * torch.randn(len(ids), EMBED_DIM, generator=g)
+    table, positions = tiny_models.token_tables(EMBED_DIM, len(ids), 4242 + EMBED_DIM)
     c = (table[ids] + positions)[None]
     return [c, {"pooled_output": None, "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}]
 

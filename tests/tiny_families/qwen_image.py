@@ -6,9 +6,7 @@ words, then "<|im_end|>", "\\n", "<|im_start|>", "assistant", "\\n" (T = words +
 attention_mask is dropped when it has no masked element (always, for one prompt); pooled_output None."""
 from __future__ import annotations
 
-import functools
-
-import tiny_models  # noqa: F401  (reused: _init_weights, _patcher)
+import tiny_models
 import torch
 
 FAMILY = "QwenImage"
@@ -37,24 +35,14 @@ def _unet_config(full_size: bool, dtype) -> dict:
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
     import comfy.model_management
-    import comfy.supported_models
-
     device = comfy.model_management.get_torch_device() if full_size else None
-    model = comfy.supported_models.QwenImage(_unet_config(full_size, dtype)).get_model({}, device=device)
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-@functools.cache
-def _table(dim: int, positions: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(VOCAB, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
+    return tiny_models.seeded_model("QwenImage", _unet_config(full_size, dtype), seed, device=device)
 
 
 def _encode(ids: list[int], dim: int, seed: int) -> torch.Tensor:
     """Vocabulary vectors plus positions plus a causal context term (each token carries the mean of the tokens
     up to it, as a decoder-only LLM's hidden states do), so the template suffix depends on the prompt."""
-    table, positions = _table(dim, max(len(ids), 128), seed)
+    table, positions = tiny_models.token_tables(dim, max(len(ids), 128), seed, vocab=VOCAB)
     tok = table[torch.tensor(ids)]
     ctx = tok.cumsum(0) / torch.arange(1, len(ids) + 1)[:, None]
     return tok + positions[: len(ids)] + 0.5 * ctx

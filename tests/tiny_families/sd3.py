@@ -6,9 +6,7 @@ TOKENS with T5-XXL (4096, padded to at least 77 tokens, no attention mask): (1, 
 76 T5 tokens; pooled_output is CLIP-L pooled + CLIP-G pooled, (1, 2048)."""
 from __future__ import annotations
 
-import functools
-
-import tiny_models  # reused: _init_weights, _patcher, VOCAB_SIZE, END
+import tiny_models
 import torch
 
 FAMILY = "SD3"
@@ -44,47 +42,27 @@ def _unet_config(dtype: torch.dtype = torch.float32, full_size: bool = False) ->
 
 
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
-    import comfy.supported_models
     from comfy.ldm.modules.diffusionmodules.mmdit import get_2d_sincos_pos_embed_torch
 
     unet = _unet_config(dtype, full_size)
-    model = comfy.supported_models.SD3(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    dm = model.diffusion_model
+    patcher = tiny_models.seeded_model("SD3", unet, seed)
+    dm = patcher.model.diffusion_model
     with torch.no_grad():  # a buffer made with torch.empty: the fixed 2D sin-cos table real checkpoints carry
         pos_max = unet["pos_embed_max_size"]
         pe = get_2d_sincos_pos_embed_torch(dm.hidden_size, pos_max, pos_max, device=dm.pos_embed.device)
         dm.pos_embed.copy_(pe.reshape(dm.pos_embed.shape).to(dm.pos_embed.dtype))
-    return tiny_models._patcher(model)
-
-
-@functools.cache
-def _table(dim: int, positions: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(tiny_models.VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
-
-
-def _encode(ids: list[int], dim: int, seed: int, causal: bool) -> torch.Tensor:
-    """Token vectors from a fixed vocabulary plus positions, with a context term: each token also carries the
-    mean of the tokens it attends to (causal for CLIP, all tokens for T5), so padding depends on the prompt."""
-    table, positions = _table(dim, max(len(ids), CLIP_TOKENS), seed)
-    tok = table[torch.tensor(ids)]
-    if causal:
-        ctx = tok.cumsum(0) / torch.arange(1, len(ids) + 1)[:, None]
-    else:
-        ctx = tok.mean(0, keepdim=True).expand_as(tok)
-    return tok + positions[: len(ids)] + 0.5 * ctx
+    return patcher
 
 
 def prompt(words: tuple[int, ...]) -> list:
     n = len(words)
     body = [1 + w for w in words]
-    clip_l = _encode([START] + body + [END] * (CLIP_TOKENS - 1 - n), 768, 4242 + 768, causal=True)    # pads with end
-    clip_g = _encode([START] + body + [END] + [PAD] * (CLIP_TOKENS - 2 - n), 1280, 4242 + 1280, causal=True)  # pad 0
+    clip_l = tiny_models.context_tokens([START] + body + [END] * (CLIP_TOKENS - 1 - n), 768, 4242 + 768, causal=True, min_positions=CLIP_TOKENS)    # pads with end
+    clip_g = tiny_models.context_tokens([START] + body + [END] + [PAD] * (CLIP_TOKENS - 2 - n), 1280, 4242 + 1280, causal=True, min_positions=CLIP_TOKENS)  # pad 0
     lg = torch.nn.functional.pad(torch.cat([clip_l, clip_g], dim=-1), (0, EMBED_DIM - 768 - 1280))
     t5_ids = body + [END]
     t5_ids += [PAD] * max(0, T5_MIN_LENGTH - len(t5_ids))
-    t5 = _encode(t5_ids, EMBED_DIM, 4242 + 4096, causal=False)
+    t5 = tiny_models.context_tokens(t5_ids, EMBED_DIM, 4242 + 4096, causal=False, min_positions=CLIP_TOKENS)
     c = torch.cat([lg, t5], dim=0)[None]
     eos = n + 1  # CLIP's pooled output is read at the end token
     pooled = torch.cat([clip_l[eos], clip_g[eos]])[None]

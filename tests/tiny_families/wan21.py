@@ -41,18 +41,7 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives what comfy/model_detection.py reads from
     wan2.1_t2v_1.3B_fp16.safetensors (the checkpoint of ComfyUI's Wan 2.1 text-to-video template): dim 1536,
     30 blocks, 12 heads, ffn 8960 (FULL_14B holds the 14B values)."""
-    import comfy.supported_models
-
-    model = comfy.supported_models.WAN21_T2V(_unet_config(dtype, full_size)).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
-
-
-def _tables(length: int):
-    g = torch.Generator().manual_seed(4242 + EMBED_DIM)
-    table = torch.randn(tiny_models.VOCAB_SIZE, EMBED_DIM, generator=g)
-    positions = 0.3 * torch.randn(length, EMBED_DIM, generator=g)
-    return table, positions
+    return tiny_models.seeded_model("WAN21_T2V", _unet_config(dtype, full_size), seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
@@ -60,7 +49,7 @@ def prompt(words: tuple[int, ...]) -> list:
     the end token, then pad rows that are exactly zero. "" gives the end token's row and 511 zero rows."""
     ids = [1 + w for w in words] + [_END]
     length = max(MIN_LENGTH, len(ids))
-    table, positions = _tables(length)
+    table, positions = tiny_models.token_tables(EMBED_DIM, length, 4242 + EMBED_DIM)
     c = torch.zeros(1, length, EMBED_DIM)
     c[0, : len(ids)] = table[ids] + positions[: len(ids)]
     return [c, {"pooled_output": None}]

@@ -26,14 +26,10 @@ FULL_5B = {"dim": 3072, "ffn_dim": 14336, "num_heads": 24, "num_layers": 30}
 def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = False):
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives what comfy/model_detection.py reads from
     wan2.2_ti2v_5B_fp16.safetensors: in/out 48, dim 3072, 30 blocks, 24 heads, ffn 14336."""
-    import comfy.supported_models
-
     unet = wan21._unet_config(dtype, False, in_dim=48, out_dim=48)
     if full_size:
         unet.update(FULL_5B)
-    model = comfy.supported_models.WAN22_T2V(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
+    return tiny_models.seeded_model("WAN22_T2V", unet, seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:

@@ -26,8 +26,6 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
     """A ComfyUI ModelPatcher. Tiny by default; full_size=True gives what comfy/model_detection.py derives from
     z_image_turbo_bf16.safetensors: dim 3840, 30 layers, 30 heads (no GQA), axes 32/48/48, rope_theta 256,
     ffn_dim_multiplier 8/3, z_image_modulation, time_scale 1000, pad_tokens_multiple 32 (cap_pad_token present)."""
-    import comfy.supported_models
-
     unet = {"image_model": "lumina2", "patch_size": 2, "in_channels": 16, "cap_feat_dim": EMBED_DIM, "qk_norm": True,
             "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
             "pad_tokens_multiple": 32, "dtype": dtype}
@@ -39,18 +37,14 @@ def build(seed: int = 0, dtype: torch.dtype = torch.float32, full_size: bool = F
         # each block's adaLN takes min(dim, 256). head_dim 64 = sum(axes_dims), axes in the real 2:3:3 ratio.
         unet.update({"dim": 256, "n_layers": 1, "n_refiner_layers": 1, "n_heads": 4, "n_kv_heads": 4,
                      "axes_dims": [16, 24, 24], "axes_lens": [1536, 512, 512], "multiple_of": 16})
-    model = comfy.supported_models.ZImage(unet).get_model({})
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
+    return tiny_models.seeded_model("ZImage", unet, seed)
 
 
 def prompt(words: tuple[int, ...]) -> list:
     """[c (1, 8 + len(words), 2560), {"pooled_output": None, "attention_mask": (1, T) long ones}] as CLIPTextEncode gives
     it: chat-template prefix (3 rows), one row per word, template suffix (5 rows); no padding."""
     ids = _PREFIX + [1 + w for w in words] + _SUFFIX
-    g = torch.Generator().manual_seed(4242 + EMBED_DIM)
-    table = torch.randn(_VOCAB, EMBED_DIM, generator=g)
-    positions = 0.3 * torch.randn(len(ids), EMBED_DIM, generator=g)
+    table, positions = tiny_models.token_tables(EMBED_DIM, len(ids), 4242 + EMBED_DIM, vocab=_VOCAB)
     c = (table[ids] + positions)[None]
     return [c, {"pooled_output": None, "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}]
 
