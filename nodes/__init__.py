@@ -1,6 +1,8 @@
 """ComfyUI adapters for dice_core. Each node only translates ComfyUI types to and from dice_core."""
 
-from comfy_api.latest import ComfyExtension, io
+# A versioned API, as ComfyUI asks of packs: `latest` may change under a pack, v0_0_2 stays. It is the newest
+# version that both supported runtimes ship (0.3.75 and 0.33.0 have v0_0_1 and v0_0_2).
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 from .fast_path_check import DiceFastPathCheck
 from .paths import register_dice_folder

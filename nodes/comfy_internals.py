@@ -5,7 +5,7 @@ this module, so a change in ComfyUI breaks one place, and tests/test_comfy_inter
 each function here on both supported runtimes (0.3.75 and 0.33.0). Each entry says what it relies on.
 
 Not routed through here: ComfyUI's public objects (ModelPatcher.clone and add_wrapper_with_key,
-folder_paths, comfy.utils.ProgressBar, comfy_api.latest), and the toy world's model definition
+folder_paths, comfy.utils.ProgressBar, comfy_api.v0_0_2), and the toy world's model definition
 (toyworld/comfy_objects.py subclasses comfy.sd1_clip and comfy.latent_formats classes; tested by
 tests/test_toyworld.py).
 """

@@ -20,7 +20,7 @@ import logging
 import math
 
 import comfy.patcher_extension
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 log = logging.getLogger("ComfyUI-DICE")
 

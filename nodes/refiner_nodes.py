@@ -6,7 +6,7 @@ import logging
 import os
 
 import folder_paths
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from dice_core.families import check_same_family, family_info
 from dice_core.fileformat import RefinerBundle, load_refiner, save_refiner

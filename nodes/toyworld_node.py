@@ -6,7 +6,7 @@ that encodes captions like "a red square on the left", and a VAE that maps laten
 
 from __future__ import annotations
 
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from .refiner_nodes import CATEGORY
 

@@ -8,7 +8,7 @@ import os
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.latest import io
+from comfy_api.v0_0_2 import io
 
 from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.plots import loss_curve_image, token_bar_image
