@@ -28,6 +28,12 @@ SEMVER = re.compile(
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 NEVER_REQUIRE = {"torch", "torchvision", "torchaudio"}
+# The accelerator classifiers the Registry recognises (docs.comfy.org/registry/specifications).
+REGISTRY_ACCELERATORS = {"Environment :: GPU :: NVIDIA CUDA", "Environment :: GPU :: AMD ROCm", "Environment :: GPU :: Intel Arc",
+                         "Environment :: NPU :: Huawei Ascend", "Environment :: GPU :: Apple Metal"}
+# What `comfy node validate` and `comfy node publish` lint for (comfy-cli runs ruff with these rules): exec, eval,
+# and several statements on one line.
+REGISTRY_LINT_RULES = "S102,S307,E702"
 DICE_NODES = {"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
               "DiceFastPathCheck"}
 
@@ -66,8 +72,14 @@ def test_project_metadata_for_the_registry():
     assert lic, "[project] license is missing"
     if isinstance(lic, dict) and "file" in lic:
         assert os.path.isfile(os.path.join(REPO, lic["file"])), f"license file {lic['file']} is missing"
-    repo_url = project.get("urls", {}).get("Repository", "")
-    assert repo_url.startswith("https://"), "[project.urls] Repository must be an https URL"
+    for key in ("Repository", "Documentation", "Issues"):  # the URL keys comfy-cli reads
+        url = project.get("urls", {}).get(key, "")
+        assert url.startswith("https://"), f"[project.urls] {key} must be an https URL"
+    # The Registry derives OS and accelerator support from the classifiers.
+    classifiers = project.get("classifiers", [])
+    assert any(c.startswith("Operating System ::") for c in classifiers), "name the supported OS"
+    accelerators = [c for c in classifiers if c.startswith("Environment :: ")]
+    assert accelerators and set(accelerators) <= REGISTRY_ACCELERATORS, accelerators
 
 
 def test_tool_comfy_section():
@@ -87,6 +99,42 @@ def test_tool_comfy_section():
         assert os.path.isfile(local), f"{icon} points at {local}, which is not in the repo"
         with Image.open(local) as im:
             assert im.size[0] == im.size[1] >= 128, im.size
+
+
+def test_requires_comfyui_is_the_oldest_tested_runtime_and_this_one_meets_it():
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(_pyproject()["tool"]["comfy"]["requires-comfyui"])
+    with open(os.path.join(REPO, "scripts", "setup_env.sh"), encoding="utf-8") as f:
+        tested = sorted(set(re.findall(r"ComfyUI (\d+\.\d+\.\d+)", f.read())), key=lambda v: tuple(map(int, v.split("."))))
+    assert tested and str(spec) == f">={tested[0]}", f"requires-comfyui should be the oldest tested runtime, {tested[0]}"
+    assert harness.comfyui_version() in spec
+
+
+def test_publish_workflow_uses_the_registry_action_and_is_not_published():
+    path = os.path.join(REPO, ".github", "workflows", "publish.yml")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    assert re.search(r"uses:\s*Comfy-Org/publish-node-action@v\d", text)
+    assert "secrets.REGISTRY_ACCESS_TOKEN" in text and "pyproject.toml" in text
+    assert not any(f.startswith(".github/") for f in comfy_server.pack_files())
+
+
+def _registry_lint(folder: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ruff", "check", ".", "--isolated", "--no-cache", "-q", "--select",
+                           REGISTRY_LINT_RULES], cwd=folder, capture_output=True, text=True, timeout=120)
+
+
+def test_registry_security_lint_passes_on_the_published_files(tmp_path):
+    """comfy-cli's lint rules on exactly the files the Registry would publish; and the same lint, on a copy
+    with one eval added, must fail, so a clean result means something."""
+    pack = comfy_server.install_pack(str(tmp_path / "published"))
+    result = _registry_lint(pack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(pack, "dice_core", "refiner.py"), "a", encoding="utf-8") as f:
+        f.write("\nVALUE = eval('1')\n")
+    flagged = _registry_lint(pack)
+    assert flagged.returncode != 0 and "S307" in flagged.stdout
 
 
 def test_requirements_name_nothing_comfyui_ships_and_never_torch():
