@@ -8,7 +8,7 @@ import os
 import comfy.utils
 import folder_paths
 import torch
-from comfy_api.v0_0_2 import io
+from comfy_api.v0_0_2 import io, ui
 
 from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.plots import loss_curve_image, token_bar_image
@@ -190,10 +190,14 @@ class DiceTrainRefiner(io.ComfyNode):
         )
         labels = token_groups(len(result.pattern), result.bundle.keep_rule)
         log.info("DICE: trained %s; final loss %.4g", result.bundle.describe(), result.losses[-1])
+        loss_plot = loss_curve_image(result.losses)
+        # The loss plot also previews on the node itself, as core's loss-graph node does, so it is seen without
+        # wiring a Preview Image node to the output.
         return io.NodeOutput(
             result.bundle,
-            loss_curve_image(result.losses),
+            loss_plot,
             token_bar_image(result.pattern, labels, title=f"mean |c' - c| per token ({result.family})"),
+            ui=ui.PreviewImage(loss_plot, cls=cls),
         )
 
 

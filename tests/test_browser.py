@@ -143,6 +143,22 @@ def test_train_workflow_screenshot(page, tmp_path):
     assert os.path.getsize(screenshot) > 20_000
 
 
+def _queue_from_page(page, server, timeout: float = 120) -> dict:
+    """Press Queue in the page (app.queuePrompt) and wait for the prompt's finished /history entry."""
+    before = set(server.get("/history"))
+    started = time.monotonic()
+    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+    while time.monotonic() - started < timeout:
+        hist = server.get("/history")
+        new = [k for k in hist if k not in before]
+        if new and hist[new[0]].get("status", {}).get("completed"):
+            return hist[new[0]]
+        if new and hist[new[0]].get("status", {}).get("status_str") == "error":
+            pytest.fail(f"the queued prompt failed: {hist[new[0]]['status']}")
+        time.sleep(0.3)
+    pytest.fail(f"no finished prompt within {timeout} s; page dialogs: {page.dialogs()}\n{server.log_tail()}")
+
+
 def test_queueing_apply_from_the_page_saves_its_image(page, request):
     # Requested here, not as arguments: session fixtures would otherwise train before `page` can skip.
     server = request.getfixturevalue("comfy_server_proc")
@@ -152,20 +168,7 @@ def test_queueing_apply_from_the_page_saves_its_image(page, request):
     overrides = {**TEST_OVERRIDES, "DiceLoadRefiner": {"refiner_name": trained_refiner["name"]},
                  "KSampler": {**TEST_OVERRIDES["KSampler"], "seed": int(time.time()) % 100_000}}  # never a cache hit
     page.evaluate(SET_WIDGETS_JS, overrides)
-    before = set(server.get("/history"))
-    started = time.monotonic()
-    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
-    entry = None
-    while time.monotonic() - started < 120:
-        hist = server.get("/history")
-        new = [k for k in hist if k not in before]
-        if new and hist[new[0]].get("status", {}).get("completed"):
-            entry = hist[new[0]]
-            break
-        if new and hist[new[0]].get("status", {}).get("status_str") == "error":
-            pytest.fail(f"the queued prompt failed: {hist[new[0]]['status']}")
-        time.sleep(0.3)
-    assert entry is not None, f"no finished prompt within 120 s; page dialogs: {page.dialogs()}\n{server.log_tail()}"
+    entry = _queue_from_page(page, server)
     images = output_files(entry)
     assert len(images) == 1
     path = server.path("output", images[0]["subfolder"], images[0]["filename"])
@@ -173,3 +176,20 @@ def test_queueing_apply_from_the_page_saves_its_image(page, request):
     # The page received the result too (the SaveImage node shows it).
     page.page.wait_for_function("() => Object.keys(window.app.nodeOutputs || {}).length > 0 || "
                                 "document.querySelectorAll('img[src*=\"/view\"]').length > 0", timeout=30_000)
+
+
+def test_training_from_the_page_previews_the_loss_plot_on_the_train_node(page, request, tmp_path):
+    server = request.getfixturevalue("comfy_server_proc")
+    _load(page, "dice_train")
+    overrides = {**TEST_OVERRIDES, "DiceTrainRefiner": {**TEST_OVERRIDES["DiceTrainRefiner"], "seed": int(time.time()) % 100_000},
+                 "DiceSaveRefiner": {"filename_prefix": "dice_browser_run"}}
+    page.evaluate(SET_WIDGETS_JS, overrides)
+    entry = _queue_from_page(page, server, timeout=240)
+    train_id = next(k for k, n in entry["prompt"][2].items() if n["class_type"] == "DiceTrainRefiner")
+    assert [img["type"] for img in entry["outputs"][train_id]["images"]] == ["temp"]
+    # The frontend got the preview for that node and shows it there: both frontends keep a node's images in
+    # app.nodeOutputs under its id, and draw the loaded <img> elements as node.imgs.
+    page.page.wait_for_function(
+        "(id) => (window.app.nodeOutputs?.[id]?.images?.length > 0) && (window.app.graph.getNodeById(Number(id))?.imgs?.length > 0)",
+        arg=train_id, timeout=30_000)
+    page.fit_and_screenshot(str(tmp_path / "train_node_loss_plot.png"))

@@ -99,7 +99,9 @@ def test_train_workflow_writes_a_refiner_to_models_dice(comfy_server_proc, train
     outputs = trained_refiner["history"]["outputs"]
     assert any("saved models/dice/dice_refiner_00001.safetensors" in t for o in outputs.values() for t in o.get("text", []))
     previews = output_files(trained_refiner["history"], "temp")
-    assert len(previews) == 2, "loss curve and sharpening pattern previews"
+    assert len(previews) == 3, "the workflow's loss curve and sharpening pattern previews, and the train node's own"
+    train_id = next(k for k, n in load_api_workflow("dice_train").items() if n["class_type"] == "DiceTrainRefiner")
+    assert [img["type"] for img in outputs[train_id]["images"]] == ["temp"], "the loss plot previews on the train node"
     # The refiner now shows up in DICE Load Refiner's list.
     info = comfy_server_proc.get("/object_info/DiceLoadRefiner")
     assert trained_refiner["name"] in combo_options(info["DiceLoadRefiner"], "refiner_name")
