@@ -13,6 +13,9 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.append(_HERE)
 
+# The frontend loads web/**/*.js (the Save node's message on the node) and shows web/docs/<Node>.md as each node's help page.
+WEB_DIRECTORY = "./web"
+
 # Outside ComfyUI (pytest imports this file because the repo root is a package) there is nothing to register.
 if importlib.util.find_spec("comfy_api") is not None:
     from .nodes import comfy_entrypoint  # noqa: F401  (relative: ComfyUI has its own top-level `nodes`)

@@ -192,4 +192,11 @@ def test_training_from_the_page_previews_the_loss_plot_on_the_train_node(page, r
     page.page.wait_for_function(
         "(id) => (window.app.nodeOutputs?.[id]?.images?.length > 0) && (window.app.graph.getNodeById(Number(id))?.imgs?.length > 0)",
         arg=train_id, timeout=30_000)
+    # DICE Save Refiner's message (ui text, which the stock frontend does not draw) is shown on the node by the
+    # pack's web/js/dice_save_message.js.
+    save_id = next(k for k, n in entry["prompt"][2].items() if n["class_type"] == "DiceSaveRefiner")
+    message = page.page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(Number(id))?.widgets?.find(w => w.name === 'saved')?.value || null",
+        arg=save_id, timeout=30_000).json_value()
+    assert message.startswith("saved models/dice/dice_browser_run_"), message
     page.fit_and_screenshot(str(tmp_path / "train_node_loss_plot.png"))

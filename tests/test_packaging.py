@@ -160,7 +160,8 @@ def test_license_is_gpl3_compatible():
 
 def test_comfyignore_keeps_the_runtime_and_drops_the_dev_files():
     files = comfy_server.pack_files()
-    for needed in ("__init__.py", "LICENSE", "nodes/__init__.py", "dice_core/refiner.py", "workflows/dice_apply.json"):
+    for needed in ("__init__.py", "LICENSE", "nodes/__init__.py", "dice_core/refiner.py", "workflows/dice_apply.json",
+                   "web/js/dice_save_message.js"):
         assert needed in files, f"{needed} must be in the published package"
     assert any(f.startswith("toyworld/") for f in files)
     for f in files:
