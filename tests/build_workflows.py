@@ -26,6 +26,9 @@ import harness  # noqa: E402
 WORKFLOWS = os.path.join(harness.REPO, "workflows")
 API_DIR = os.path.join(WORKFLOWS, "api")
 CKPT = "v1-5-pruned-emaonly-fp16.safetensors"  # the SD1.5 file name ComfyUI's own templates use
+CKPT_URL = ("https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+            "v1-5-pruned-emaonly-fp16.safetensors?download=true")  # where ComfyUI's own templates fetch it
+FRONTEND_ONLY = {"MarkdownNote", "Note"}  # nodes of the frontend itself: no Python pack to name
 REFINER = "dice_refiner_00001.safetensors"  # what DICE Save Refiner writes first with its default prefix
 SEED = 42
 
@@ -199,6 +202,24 @@ def spec_compare() -> list[dict]:
     ]
 
 
+def node_properties(node_type: str) -> dict:
+    """What ComfyUI-Manager reads from a shared workflow: the pack that provides each node (cnr_id, ver: the
+    Registry id and version, comfy-core for ComfyUI's own nodes) and, on a loader, the model to download."""
+    if node_type in FRONTEND_ONLY:
+        return {}
+    if node_type.startswith("Dice"):
+        import tomllib
+
+        with open(os.path.join(harness.REPO, "pyproject.toml"), "rb") as f:
+            project = tomllib.load(f)["project"]
+        props = {"cnr_id": project["name"], "ver": project["version"]}
+    else:
+        props = {"cnr_id": "comfy-core", "ver": harness.comfyui_version()}
+    if node_type == "CheckpointLoaderSimple":
+        props["models"] = [{"name": CKPT, "url": CKPT_URL, "directory": "checkpoints"}]
+    return props
+
+
 SPECS = {
     "dice_train": spec_train,
     "dice_apply": spec_apply,
@@ -216,6 +237,7 @@ BUILD_JS = """async (spec) => {
     app.graph.add(node);
     node.pos = s.pos;
     if (s.title) node.title = s.title;
+    Object.assign(node.properties ||= {}, s.properties || {});
     for (const [name, value] of Object.entries(s.widgets || {})) {
       const w = (node.widgets || []).find(w => w.name === name);
       if (!w) throw new Error(s.type + ' has no widget ' + name);
@@ -255,7 +277,8 @@ def build(names: list[str] | None = None, out_dir: str = WORKFLOWS) -> list[str]
             page.open(server.url)
             os.makedirs(os.path.join(out_dir, "api"), exist_ok=True)
             for name in names:
-                n = page.evaluate(BUILD_JS, SPECS[name]())
+                spec = [{**node, "properties": node_properties(node["type"])} for node in SPECS[name]()]
+                n = page.evaluate(BUILD_JS, spec)
                 ui = page.download("Comfy.ExportWorkflow", os.path.join(out_dir, f"{name}.json"))
                 api = page.download("Comfy.ExportWorkflowAPI", os.path.join(out_dir, "api", f"{name}.json"))
                 for path in (ui, api):  # stable, readable files

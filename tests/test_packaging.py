@@ -222,3 +222,25 @@ def test_readme_family_table_covers_every_family_module_and_every_cfg_family():
     for info in cfg_families():
         assert f"(`{info.name}`)" in table, f"{info.name} has no row; run make families"
     assert "untested" not in table
+
+
+def test_every_shipped_workflow_names_the_pack_of_each_node_and_the_model_to_fetch():
+    """ComfyUI-Manager offers to install what a shared workflow needs from each node's cnr_id/ver and each
+    loader's `models` entry (tests/build_workflows.py writes them)."""
+    import glob
+
+    project = _pyproject()["project"]
+    for path in sorted(glob.glob(os.path.join(REPO, "workflows", "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            nodes = json.load(f)["nodes"]
+        for node in nodes:
+            props, where = node.get("properties", {}), f"{os.path.basename(path)} node {node['id']} {node['type']}"
+            if node["type"] in ("MarkdownNote", "Note"):
+                continue
+            expected = (project["name"], project["version"]) if node["type"].startswith("Dice") else ("comfy-core",)
+            assert (props.get("cnr_id"), props.get("ver"))[: len(expected)] == expected, f"{where}: {props}"
+            assert props.get("ver"), where
+            if node["type"] == "CheckpointLoaderSimple":
+                (model,) = props["models"]
+                assert model["name"] == node["widgets_values"][0] and model["directory"] == "checkpoints", where
+                assert model["url"].startswith("https://") and model["name"] in model["url"], where
