@@ -106,6 +106,12 @@ def check_embeddings(c: torch.Tensor, uc: torch.Tensor, embed_dim: int, family: 
         )
 
 
+def append_dims(values: torch.Tensor, ndim: int) -> torch.Tensor:
+    """(B,) per-sample values shaped (B, 1, ..., 1) to broadcast against a tensor of `ndim` dimensions
+    (k-diffusion's idiom): one sigma per latent, whether latents are 4-D images or 5-D video."""
+    return values.view(-1, *[1] * (ndim - 1))
+
+
 def pad_tokens(t: torch.Tensor, length: int, pad_token: torch.Tensor) -> torch.Tensor:
     """Extend (B,T,D) to `length` tokens with `pad_token` (D,), for encoders that emit no padding (T5)."""
     missing = length - t.shape[1]

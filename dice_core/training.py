@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 
 from .fileformat import RefinerBundle
-from .refiner import Refiner, refine
+from .refiner import Refiner, append_dims, refine
 
 # The paper's recipe, and the one the toy world measured as better (see BENCHMARKS.md):
 # train on states of the teacher's own CFG trajectories, one timestep per sample, x0-space loss,
@@ -165,7 +165,7 @@ def teacher_trajectories(
                 ids.append(idx)
                 targets.append(target.cpu())
                 steps_of.append(torch.full((len(idx),), i))
-            d = (x - target) / s.view(-1, *[1] * (x.ndim - 1))
+            d = (x - target) / append_dims(s, x.ndim)
             x = x + d * (sigmas[i + 1] - sigmas[i])
             done += 1
             if progress:
@@ -233,7 +233,7 @@ def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step
 
 def distillation_loss(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Per-sample loss between x0 predictions, expressed in eps or (capped) x0 units."""
-    s = sigma.to(pred.dtype).view(-1, *[1] * (pred.ndim - 1))
+    s = append_dims(sigma.to(pred.dtype), pred.ndim)
     d = pred - target
     # eps = (x - x0) / sigma, so an eps error is the x0 error divided by sigma.
     d = d / s if cfg.loss_space == "eps" else d * (cfg.x0_cap / s).clamp(max=1.0)

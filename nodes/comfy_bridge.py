@@ -12,7 +12,7 @@ import logging
 import torch
 
 from dice_core.families import FamilyInfo, family_info
-from dice_core.refiner import pad_tokens
+from dice_core.refiner import append_dims, pad_tokens
 
 from . import comfy_internals
 
@@ -144,7 +144,7 @@ class ComfyDenoiser:
         return torch.tensor([float(self.ms.percent_to_sigma(float(p))) for p in u])
 
     def noise_latent(self, x0, noise, sigma):
-        return self.ms.noise_scaling(sigma.view(-1, *[1] * (x0.ndim - 1)).to(x0), noise, x0)
+        return self.ms.noise_scaling(append_dims(sigma, x0.ndim).to(x0), noise, x0)
 
     # ---- model calls ----------------------------------------------------------------------
     def _encode(self, tensor: torch.Tensor, extras: dict, x: torch.Tensor, prompt_type: str) -> list[dict]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from dice_core.families import check_same_family
 from dice_core.fileformat import RefinerBundle
-from dice_core.refiner import Refiner
+from dice_core.refiner import CLIP_CHUNK, Refiner
 from dice_core.training import (
     PromptBank,
     TrainConfig,
@@ -36,7 +36,6 @@ class SessionResult:
     losses: list[float]
     pattern: torch.Tensor
     family: str
-    extra: dict = field(default_factory=dict)
 
 
 def _latent_shape(model_patcher, width: int, height: int, frames: int = 1) -> tuple[int, ...]:
@@ -214,5 +213,5 @@ def _run(model_patcher, prompts, uc_entry, cfg, size, latents, resume, save_chec
 def token_groups(num_tokens: int, keep_rule: str) -> list[str]:
     """Labels for the sharpening plot: the kept start token of each CLIP chunk, every other position."""
     if keep_rule == "clip_chunk_start":
-        return ["start" if t % 77 == 0 else "token" for t in range(num_tokens)]
+        return ["start" if t % CLIP_CHUNK == 0 else "token" for t in range(num_tokens)]
     return ["token"] * num_tokens
