@@ -28,7 +28,6 @@ trace = logging.getLogger("dice_trace")  # tracebacks for train.log only
 
 CHECKPOINT = "checkpoint.safetensors"  # resumable: weights, optimizer state, step (rank 0 rewrites it atomically)
 FINAL = "refiner.safetensors"  # the result, without optimizer state: load it with DICE Load Refiner
-AUTOCAST = ("none", "bf16", "fp16")
 
 
 class _Help(argparse.HelpFormatter):
@@ -42,7 +41,7 @@ class _Help(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dice_core.training import DEFAULT_RECIPE, RECIPES
+    from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES
 
     parser = argparse.ArgumentParser(
         prog="python -m dice_cli",
@@ -95,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="start afresh even though RUN_DIR holds a checkpoint")
     t.add_argument("--stop-after", type=int, default=0, metavar="N",
                    help="end this launch after N steps with a checkpoint (for time-limited jobs; continue with --resume)")
-    t.add_argument("--autocast", choices=AUTOCAST, default="bf16", help="CUDA: compute precision for a model loaded in float32 (fp16/bf16 models keep theirs)")
+    t.add_argument("--autocast", choices=list(AUTOCAST_DTYPES), default="bf16", help="CUDA: compute precision for a model loaded in float32 (fp16/bf16 models keep theirs)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less memory, about 30%% slower")
     t.add_argument("--vae-batch-size", type=int, default=8, help="images per VAE call")
     t.add_argument("--cpu", action="store_true", help="run on the CPU even if CUDA is available (gloo between ranks)")
@@ -294,7 +293,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     session = comfy_setup.pack_module("training_session")
     bridge = comfy_setup.pack_module("comfy_bridge")
     from dice_core.fileformat import save_refiner
-    from dice_core.training import TrainConfig
+    from dice_core.training import AUTOCAST_DTYPES, TrainConfig
 
     resume, resume_path = ctx.on_main(lambda: _decide_resume(args, run_dir))
     t0 = time.monotonic()
@@ -352,7 +351,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
         if step == stop_at and step < cfg.steps:
             raise StopAfter(step)  # train_refiner checkpoints the step on rank 0, then lets it through
 
-    autocast = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.autocast]
+    autocast = AUTOCAST_DTYPES[args.autocast]
     result = session.run_training(
         model.patcher, entries, uc_entry, cfg, width=args.width, height=args.height, frames=args.frames, latents=latents, resume=resume,
         save_checkpoint=save_checkpoint if ctx.is_main else None,

@@ -21,6 +21,8 @@ RECIPES = {
     "dice-pack": dict(data="trajectory", timestep="per_sample", loss_space="x0", lr=3e-3, schedule="cosine", warmup=50),
 }
 DEFAULT_RECIPE = "dice-pack"
+# Compute precision for a model loaded in float32, by the name the node's and the CLI's option use.
+AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass

@@ -12,7 +12,7 @@ from comfy_api.v0_0_2 import io, ui
 
 from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.plots import loss_curve_image, token_bar_image
-from dice_core.training import DEFAULT_RECIPE, RECIPES, TrainConfig
+from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig
 
 from . import comfy_internals
 from .comfy_bridge import encode_prompt, family_for
@@ -22,7 +22,6 @@ from .training_session import run_training, token_groups
 
 log = logging.getLogger("ComfyUI-DICE")
 NO_FILE = "(none)"
-AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def prompt_files() -> list[str]:
@@ -111,7 +110,7 @@ class DiceTrainRefiner(io.ComfyNode):
                 io.Boolean.Input("gradient_checkpointing", default=False,
                                  tooltip="Recompute activations in the backward pass. Measured on an H200: SDXL 1024 px at "
                                  "batch 16 needs 15 GB instead of 82 GB for 1.4x the step time."),
-                io.Combo.Input("autocast", options=list(AUTOCAST), default="bf16",
+                io.Combo.Input("autocast", options=list(AUTOCAST_DTYPES), default="bf16",
                                tooltip="CUDA only, and only for a model ComfyUI loaded in float32: run the frozen model in this "
                                "precision. A model already in fp16/bf16 keeps ComfyUI's precision (fp16 trains with loss "
                                "scaling). Teacher and student always share it; the refiner stays float32."),
@@ -186,7 +185,7 @@ class DiceTrainRefiner(io.ComfyNode):
             model, entries, uc_entry, cfg, width=width, height=height, frames=frames, latents=samples, resume=resume_from,
             save_checkpoint=save_checkpoint, on_step=on_step,
             on_teacher_progress=on_teacher, gradient_checkpointing=gradient_checkpointing,
-            autocast_dtype=AUTOCAST[autocast],
+            autocast_dtype=AUTOCAST_DTYPES[autocast],
         )
         labels = token_groups(len(result.pattern), result.bundle.keep_rule)
         log.info("DICE: trained %s; final loss %.4g", result.bundle.describe(), result.losses[-1])
