@@ -87,9 +87,14 @@ def test_train_node_leaves_the_shared_model_bit_identical(comfy_nodes, comfy_dir
     assert bundle.train_step == 6 and loss_img.shape[-1] == 3 and pattern_img.shape[-1] == 3
 
 
-def test_cancel_keeps_a_checkpoint_and_resume_matches_an_uninterrupted_run(comfy_nodes, comfy_dirs):
+def test_cancel_keeps_a_checkpoint_and_resume_matches_an_uninterrupted_run(comfy_nodes, comfy_dirs, monkeypatch):
     import comfy.model_management
     import comfy.utils
+
+    # ComfyUI 0.33 passes a progress update to the hook only 100 ms after the last one, so on a fast machine the
+    # hook below could first see step 8 or 9 and the cancel would land at a random step. With no minimum
+    # interval every update reaches it, as on 0.3.75, which has no throttle.
+    monkeypatch.setattr(comfy.utils, "PROGRESS_THROTTLE_MIN_INTERVAL", 0.0, raising=False)
 
     node = comfy_nodes["DiceTrainRefiner"]
     patcher = tiny_models.sd15(seed=2)
