@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from dice_core.training import shard_range
+from dice_core.training import prompt_lines, shard_range
 
 from .distributed import Context
 from .errors import CliError
@@ -47,8 +47,7 @@ def read_prompts_file(path: str, limit: int = 0) -> Dataset:
     if not os.path.isfile(path):
         raise CliError(f"prompts file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        prompts = [line.strip() for line in f]
-    prompts = [p for p in prompts if p and not p.startswith("#")]
+        prompts = prompt_lines(f)
     if not prompts:
         raise CliError(f"prompts file {path} has no prompts: write one prompt per line "
                        "(empty lines and lines starting with # are skipped)")
@@ -172,19 +171,9 @@ def _read_cache(path: str, count: int) -> torch.Tensor | None:
 
 
 def _write_cache(path: str, latents: torch.Tensor, meta: dict) -> None:
-    import tempfile
+    from dice_core.fileformat import atomic_save_safetensors
 
-    from safetensors.torch import save_file
-
-    fd, tmp = tempfile.mkstemp(prefix=".latents-", suffix=".tmp", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
-        save_file({"latents": latents.contiguous()}, tmp, metadata={k: str(v) for k, v in meta.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_save_safetensors({"latents": latents.contiguous()}, path, {k: str(v) for k, v in meta.items()})
 
 
 def encode_images(

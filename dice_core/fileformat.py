@@ -117,12 +117,18 @@ def save_refiner(path: str, bundle: RefinerBundle, include_optimizer: bool = Tru
     }
     if include_optimizer and bundle.optimizer_state:
         meta["optimizer"] = json.dumps(bundle.optimizer_state.get("meta", {}))
+    return atomic_save_safetensors(_tensor_dict(bundle, include_optimizer), path, meta)
+
+
+def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str]) -> str:
+    """Write a safetensors file so that `path` is either the old file or the whole new one, never a partial
+    write: a temporary file in the same folder, flushed to disk, then renamed over `path`."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".dice-", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        save_file(_tensor_dict(bundle, include_optimizer), tmp, metadata=meta)
+        save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -25,6 +25,13 @@ DEFAULT_RECIPE = "dice-pack"
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def prompt_lines(lines) -> list[str]:
+    """Training prompts from text lines, one per line: blank lines and lines starting with # are skipped
+    (the node's text box, a prompts file, and the command-line trainer read prompts the same way)."""
+    stripped = (line.strip() for line in lines)
+    return [p for p in stripped if p and not p.startswith("#")]
+
+
 @dataclass
 class TrainConfig:
     steps: int = 1000

@@ -12,7 +12,7 @@ from comfy_api.v0_0_2 import io, ui
 
 from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.plots import loss_curve_image, token_bar_image
-from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig
+from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig, prompt_lines
 
 from . import comfy_internals
 from .comfy_bridge import encode_prompt, family_for
@@ -35,14 +35,14 @@ def prompt_files() -> list[str]:
 
 
 def read_prompts(text: str, file_name: str) -> list[str]:
-    lines = [line.strip() for line in (text or "").splitlines()]
+    lines = (text or "").splitlines()
     if file_name and file_name != NO_FILE:
         path = os.path.join(folder_paths.get_input_directory(), file_name)
         if not os.path.isfile(path):
             raise ValueError(f"prompts file not found in ComfyUI's input folder: {file_name}")
         with open(path, encoding="utf-8") as f:
-            lines += [line.strip() for line in f]
-    return [p for p in lines if p and not p.startswith("#")]
+            lines += f.read().splitlines()
+    return prompt_lines(lines)
 
 
 class DiceTrainRefiner(io.ComfyNode):
