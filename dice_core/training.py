@@ -1,5 +1,5 @@
 """The DICE training loop in pure torch. The diffusion model is reached only through a `Denoiser`,
-so ComfyUI (nodes/comfy_bridge.py), the command-line trainer and the tests share this one loop."""
+so ComfyUI (dice_comfy/bridge.py), the command-line trainer and the tests share this one loop."""
 
 from __future__ import annotations
 
@@ -78,6 +78,14 @@ class TrainConfig:
         cfg = cls(recipe=recipe, **RECIPES[recipe])
         return replace(cfg, **overrides)
 
+    @classmethod
+    def from_inputs(cls, recipe: str, loss: str, family_loss: str, lr: float | None = None, **settings) -> TrainConfig:
+        """The config the Train node's widgets and the CLI's flags ask for: the recipe's values, then the user's.
+        loss "auto" is the family's own choice (family_loss); lr None (the node's 0) keeps the recipe's rate."""
+        if lr is not None:
+            settings["lr"] = lr
+        return cls.from_recipe(recipe, loss=family_loss if loss == "auto" else loss, **settings)
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -122,6 +130,45 @@ class TrainingData:
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+
+@dataclass
+class TrainingEvents:
+    """What a training run reports, in one object (as k-diffusion passes one callback): each may be None.
+    on_step may raise to stop the run (ComfyUI's cancel does); the last full step is then checkpointed."""
+
+    on_step: Callable[[int, float], None] | None = None  # after each update: (steps done, loss)
+    on_teacher_progress: Callable[[int, int], None] | None = None  # data-free teacher sampling: (done, total)
+    save_checkpoint: Callable[[RefinerBundle], None] | None = None  # a resumable snapshot: periodic, and on interruption
+
+
+class Collective(Protocol):
+    """The processes that train one refiner together (torch.distributed under torchrun). Each rank samples its
+    block of the teacher data; gather_training_data returns every rank's blocks in rank order, and gradients
+    and the logged loss are averaged with all_reduce_mean before each update."""
+
+    rank: int
+    world_size: int
+
+    def all_reduce_mean(self, t: torch.Tensor) -> None: ...  # in place
+
+    def gather_training_data(self, data: TrainingData) -> TrainingData: ...
+
+
+class SingleProcess:
+    """The default Collective: one process, where the mean of a tensor is the tensor and gathering returns it."""
+
+    rank = 0
+    world_size = 1
+
+    def all_reduce_mean(self, t: torch.Tensor) -> None:
+        return None
+
+    def gather_training_data(self, data: TrainingData) -> TrainingData:
+        return data
+
+
+SINGLE_PROCESS = SingleProcess()
 
 
 def cfg_combine(x0_c: torch.Tensor, x0_uc: torch.Tensor, w: float) -> torch.Tensor:
@@ -290,19 +337,17 @@ def train_refiner(
     bank: PromptBank,
     data: TrainingData,
     cfg: TrainConfig,
-    on_step: Callable[[int, float], None] | None = None,
-    save_checkpoint: Callable[[RefinerBundle], None] | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    all_reduce_mean: Callable[[torch.Tensor], None] | None = None,
+    events: TrainingEvents | None = None,
+    collective: Collective = SINGLE_PROCESS,
 ) -> TrainResult:
     """Train `bundle.module` in place from `bundle.train_step` up to `cfg.steps`.
 
-    on_step may raise (ComfyUI's interrupt does); the current state is then checkpointed before the
-    exception propagates, so a cancel loses nothing. A non-finite loss stops without saving it.
+    events.on_step may raise (ComfyUI's interrupt does); the current state is then checkpointed with
+    events.save_checkpoint before the exception propagates, so a cancel loses nothing. A non-finite
+    loss stops without saving it.
 
-    Distributed (torch.distributed): each rank passes its rank, the world size and an in-place
-    all-reduce-mean; gradients and the logged loss are averaged across ranks before each update.
+    Distributed: each rank samples its share of every global batch, and gradients and the logged loss
+    are averaged over the collective's ranks before each update.
 
     Precision belongs to the denoiser: teacher and student must run the frozen model with the same
     numerics, or the refiner learns the rounding difference. The refiner itself stays in float32
@@ -310,6 +355,9 @@ def train_refiner(
     `needs_grad_scaling`, and the loss is then scaled so small gradients survive the fp16 backward.
     """
     cfg.validate()
+    events = events or TrainingEvents()
+    on_step, save_checkpoint = events.on_step, events.save_checkpoint
+    distributed = collective.world_size > 1
     module = bundle.module
     device = next(module.parameters()).device
     module.train().requires_grad_(True)
@@ -334,7 +382,7 @@ def train_refiner(
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            x, sigma, idx, target = sample_batch(denoiser, data, cfg, step, rank, world_size)
+            x, sigma, idx, target = sample_batch(denoiser, data, cfg, step, collective.rank, collective.world_size)
             x, sigma = x.to(device), sigma.to(device)
             if target is None:
                 x0_c, x0_uc = denoiser.teacher(x, sigma, idx)
@@ -345,15 +393,15 @@ def train_refiner(
             loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
             opt.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler else loss).backward()
-            if all_reduce_mean is not None:
+            if distributed:
                 for p in module.parameters():
                     if p.grad is not None:
-                        all_reduce_mean(p.grad)
+                        collective.all_reduce_mean(p.grad)
             # Read the loss only once the backward pass is queued: an earlier float() would make the
             # host wait for the forward pass and leave the GPU idle while it launches the backward.
             logged = loss.detach().clone()
-            if all_reduce_mean is not None:
-                all_reduce_mean(logged)
+            if distributed:
+                collective.all_reduce_mean(logged)
             value = float(logged)
             if not math.isfinite(value):
                 raise NonFiniteLossError(
