@@ -7,8 +7,9 @@ import importlib.util
 import os
 import sys
 
-# nodes/ imports the pure-torch core as the top-level package `dice_core`, the same module the tests
-# and the command-line tools import, so there is one RefinerBundle class everywhere.
+# The pack's packages (dice_core, dice_comfy, toyworld) are imported by their own names, as the command-line
+# trainer and the tests import them, so each module exists once and there is one RefinerBundle class everywhere.
+# The folder goes last on sys.path: ComfyUI's own top-level `nodes` must win over this pack's nodes/.
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:
     sys.path.append(_HERE)

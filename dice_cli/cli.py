@@ -4,7 +4,7 @@ One process trains on one GPU (or the CPU). Under `torchrun --nproc_per_node N` 
 rank: the global batch is --batch-size x N, the teacher sampling and VAE encoding are split between
 the ranks and gathered, gradients are averaged, and rank 0 alone writes the run folder.
 
-The training itself is the node's: nodes/training_session.run_training and dice_core.training.
+The training itself is the node's: dice_comfy.session.run_training and dice_core.training.
 """
 
 from __future__ import annotations
@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dist-timeout", type=float, default=1800.0, help="seconds a rank waits for the others")
     t.add_argument("--log-every", type=int, default=0, help="log a line every N steps (0: about 50 lines per run)")
     t.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    p = sub.add_parser("import-paper", formatter_class=_Help,
+                       help="convert the paper's sharpener-snapshot.pkl into a refiner file (no ComfyUI needed)",
+                       description="Reads the official code's pickled sharpener with a restricted unpickler (tensors "
+                       "only, nothing executed) and writes it as a .safetensors refiner for DICE Load Refiner.")
+    p.add_argument("snapshot", help="the paper's sharpener-snapshot.pkl")
+    p.add_argument("out", help="the refiner file to write, e.g. ComfyUI/models/dice/paper_sd15.safetensors")
+    p.add_argument("--family", default="SD15", help="ComfyUI model family it was trained for: SD15 or SDXL, as the paper's "
+                   "checkpoints are")
     return parser
 
 
@@ -112,7 +120,30 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     if args.command == "train":
         return run_train(args)
+    if args.command == "import-paper":
+        return run_import_paper(args)
     return 2
+
+
+def run_import_paper(args: argparse.Namespace) -> int:
+    """The paper's pickled sharpener as a refiner file; a bad file or family is one line, not a traceback."""
+    from dice_core.families import family_info
+    from dice_core.fileformat import save_refiner
+    from dice_core.legacy_import import import_paper_snapshot
+
+    try:
+        if not os.path.isfile(args.snapshot):
+            raise ValueError(f"{args.snapshot}: no such file (give the paper's sharpener-snapshot.pkl)")
+        info = family_info(args.family)
+        bundle = import_paper_snapshot(args.snapshot, info.name, info.keep_rule)
+        if not args.out.endswith(".safetensors"):
+            raise ValueError(f"{args.out}: the refiner file must end in .safetensors (DICE Load Refiner lists only those)")
+        save_refiner(args.out, bundle, include_optimizer=False)
+    except (OSError, ValueError) as e:  # RefinerFileError and UnsupportedFamilyError are ValueErrors
+        print(f"dice_cli: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    print(f"wrote {args.out}: {info.label} refiner, embedding dim {bundle.embed_dim}, from {args.snapshot}")
+    return 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,8 +231,8 @@ def _kept_checkpoint(state: dict) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-def _check_args(args: argparse.Namespace, world: int) -> int:
-    """Per-rank batch size."""
+def _validated_batch_per_rank(args: argparse.Namespace, world: int) -> int:
+    """Check the arguments that need no model, and return the batch size of each rank."""
     for name in ("steps", "samples_per_prompt", "teacher_steps", "teacher_batch_size", "vae_batch_size"):
         if getattr(args, name) < 1:
             raise CliError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -270,11 +301,13 @@ def _check_resume(bundle, cfg, global_batch: int, model_hash: str, path: str) ->
 def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> None:
     import torch
 
-    from . import comfy_setup, models
+    from dice_comfy.setup import ComfyUINotFoundError, setup_comfy
+
     from . import data as data_mod
+    from . import models
     from .progress import Logs, Progress
 
-    batch = _check_args(args, ctx.world_size)
+    batch = _validated_batch_per_rank(args, ctx.world_size)
     run_dir = os.path.abspath(os.path.expanduser(args.run_dir))
     if ctx.is_main:  # only rank 0 touches the run folder (other nodes need not see it)
         try:
@@ -289,11 +322,13 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     log.info("%d rank(s)%s, batch %d per rank, global batch %d; data: %s", ctx.world_size,
              f" ({ctx.backend})" if ctx.enabled else "", batch, global_batch, dataset.describe())
 
-    comfy_setup.setup_comfy(args.comfyui, args.cpu)
-    session = comfy_setup.pack_module("training_session")
-    bridge = comfy_setup.pack_module("comfy_bridge")
+    try:
+        setup_comfy(args.comfyui, args.cpu)
+    except ComfyUINotFoundError as e:
+        raise CliError(str(e)) from None
+    from dice_comfy import bridge, session
     from dice_core.fileformat import save_refiner
-    from dice_core.training import AUTOCAST_DTYPES, TrainConfig
+    from dice_core.training import AUTOCAST_DTYPES, TrainConfig, TrainingEvents
 
     resume, resume_path = ctx.on_main(lambda: _decide_resume(args, run_dir))
     t0 = time.monotonic()
@@ -307,13 +342,10 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
         info = bridge.family_for(model.patcher)
     except ValueError as e:  # a guidance-distilled or unsupported family: the sentence says why
         raise CliError(str(e)) from None
-    overrides = dict(steps=args.steps, batch_size=batch, guidance_scale=args.guidance_scale, seed=args.seed,
-                     loss=info.default_loss if args.loss == "auto" else args.loss, save_every=args.save_every,
-                     samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps)
-    if args.lr is not None:
-        overrides["lr"] = args.lr
     try:
-        cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+        cfg = TrainConfig.from_inputs(args.recipe, args.loss, info.default_loss, args.lr, steps=args.steps, batch_size=batch,
+                                      guidance_scale=args.guidance_scale, seed=args.seed, save_every=args.save_every,
+                                      samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps)
         cfg.validate()
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -351,18 +383,16 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
         if step == stop_at and step < cfg.steps:
             raise StopAfter(step)  # train_refiner checkpoints the step on rank 0, then lets it through
 
-    autocast = AUTOCAST_DTYPES[args.autocast]
-    result = session.run_training(
-        model.patcher, entries, uc_entry, cfg, width=args.width, height=args.height, frames=args.frames, latents=latents, resume=resume,
-        save_checkpoint=save_checkpoint if ctx.is_main else None,
+    options = session.SessionOptions(width=args.width, height=args.height, frames=args.frames, latents=latents,
+                                     resume=resume, gradient_checkpointing=args.gradient_checkpointing,
+                                     autocast_dtype=AUTOCAST_DTYPES[args.autocast],
+                                     teacher_batch_size=args.teacher_batch_size)
+    events = TrainingEvents(
         on_step=on_step,
         on_teacher_progress=(lambda d, n: progress.phase("teacher", d, n)) if ctx.is_main else None,
-        gradient_checkpointing=args.gradient_checkpointing, autocast_dtype=autocast,
-        rank=ctx.rank, world_size=ctx.world_size,
-        all_reduce_mean=ctx.all_reduce_mean if ctx.enabled else None,
-        gather_data=ctx.gather_training_data if ctx.enabled else None,
-        teacher_batch_size=args.teacher_batch_size,
+        save_checkpoint=save_checkpoint if ctx.is_main else None,
     )
+    result = session.run_training(model.patcher, entries, uc_entry, cfg, options, events, ctx)
     if ctx.is_main:
         save_checkpoint(result.bundle)
         final = os.path.join(run_dir, FINAL)

@@ -182,16 +182,17 @@ def encode_images(
 ) -> torch.Tensor:
     """Latents (N, C, h, w) of the images in order. Rank 0 reads the cache; otherwise each rank encodes
     its contiguous block, the blocks are gathered in rank order and rank 0 writes the cache."""
-    held = {}
+    read_by_main = {}  # rank 0's cached latents; the other ranks get them by broadcast
 
     def read_on_main():
-        held["latents"] = _read_cache(cache_file, len(images))
-        return None if held["latents"] is None else (tuple(held["latents"].shape), held["latents"].dtype)
+        read_by_main["latents"] = _read_cache(cache_file, len(images))
+        latents = read_by_main["latents"]
+        return None if latents is None else (tuple(latents.shape), latents.dtype)
 
     cached = ctx.on_main(read_on_main)
     if cached is not None:
         log.info("latents of %d images read from the cache %s", len(images), cache_file)
-        return ctx.broadcast_rows(held.get("latents"), *cached)
+        return ctx.broadcast_rows(read_by_main.get("latents"), *cached)
     if vae is None:
         raise CliError("this checkpoint has no VAE, so its images cannot be encoded: use a checkpoint with a VAE "
                        "or train data-free from --prompts")

@@ -21,6 +21,9 @@ PIECE_BYTES = 256 * 2**20  # tensors travel in pieces of at most this size (boun
 
 @dataclass
 class Context:
+    """This process's place among torchrun's ranks. It is the dice_core.training.Collective the training session
+    uses (rank, world_size, all_reduce_mean, gather_training_data), plus what the CLI needs around it."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0

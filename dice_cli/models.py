@@ -58,17 +58,10 @@ def load(spec: str) -> LoadedModel:
     if not os.path.isfile(path):
         raise CliError(f"checkpoint not found: {spec} (give a checkpoint file such as a .safetensors that ComfyUI's "
                        f"Load Checkpoint node reads, or one of: {', '.join(sorted(BUILTIN))})")
-    from .comfy_setup import pack_module
+    from dice_comfy import internals, paths
 
-    internals = pack_module("comfy_internals")
     try:
-        import folder_paths
-
-        embeddings = folder_paths.get_folder_paths("embeddings")
-    except Exception:
-        embeddings = None
-    try:
-        patcher, clip, vae = internals.load_checkpoint(path, embedding_directory=embeddings)
+        patcher, clip, vae = internals.load_checkpoint(path, embedding_directory=paths.embedding_folders())
     except RuntimeError as e:
         if "Could not detect model type" in str(e):
             raise CliError(

@@ -2,59 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-import os
-
-import folder_paths
 from comfy_api.v0_0_2 import io
 
-from dice_core.families import check_same_family, family_info
-from dice_core.fileformat import RefinerBundle, load_refiner, save_refiner
+from dice_comfy.conditioning import refine_conditioning
+from dice_comfy.paths import load_refiner_file, refiner_files, save_refiner_file
+from dice_core.fileformat import RefinerBundle
 
-from .paths import FOLDER, next_free_path, register_dice_folder
-
-log = logging.getLogger("ComfyUI-DICE")
 DiceRefiner = io.Custom("DICE_REFINER")
 CATEGORY = "conditioning/DICE"
-
-
-def _uc_from_negative(negative) -> object | None:
-    if negative is None:
-        return None
-    if len(negative) == 0:
-        raise ValueError("the negative CONDITIONING is empty; disconnect it to use the refiner's stored null prompt")
-    if len(negative) > 1:
-        log.warning("DICE: negative CONDITIONING has %d entries; the first is used as uc", len(negative))
-    return negative[0][0]
-
-
-def check_refiner_fits(refiner: RefinerBundle, model) -> None:
-    """With the MODEL connected: its family must be one DICE applies to, and the one the refiner was
-    trained for. Without it, only the embedding width can be checked (in dice_core.refiner)."""
-    if model is None:
-        return
-    family = type(model.model.model_config).__name__
-    family_info(family)  # the sentence for a guidance-distilled or unknown family
-    check_same_family(refiner.family, family)
-
-
-def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0, model=None) -> list:
-    """A new CONDITIONING list: each entry is the input entry with its tensor refined. The dict is a shallow
-    copy with exactly the same keys and values (nothing added, so no hooks reach the sampler)."""
-    check_refiner_fits(refiner, model)
-    if not positive:
-        raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
-    uc = _uc_from_negative(negative)
-    out = []
-    for tensor, extras in positive:
-        out.append([refiner.refine(tensor, uc, strength), extras.copy()])
-    return out
 
 
 class DiceLoadRefiner(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        register_dice_folder()
         return io.Schema(
             node_id="DiceLoadRefiner",
             display_name="DICE Load Refiner",
@@ -64,7 +24,7 @@ class DiceLoadRefiner(io.ComfyNode):
             inputs=[
                 io.Combo.Input(
                     "refiner_name",
-                    options=folder_paths.get_filename_list(FOLDER),
+                    options=refiner_files(),
                     tooltip="Refiner file in models/dice. Train one with DICE Train Refiner and save it with DICE Save Refiner.",
                 ),
             ],
@@ -73,10 +33,7 @@ class DiceLoadRefiner(io.ComfyNode):
 
     @classmethod
     def execute(cls, refiner_name: str) -> io.NodeOutput:
-        path = folder_paths.get_full_path_or_raise(FOLDER, refiner_name)
-        bundle = load_refiner(path)
-        log.info("DICE: loaded %s from %s", bundle.describe(), path)
-        return io.NodeOutput(bundle)
+        return io.NodeOutput(load_refiner_file(refiner_name))
 
 
 class DiceSaveRefiner(io.ComfyNode):
@@ -108,10 +65,8 @@ class DiceSaveRefiner(io.ComfyNode):
 
     @classmethod
     def execute(cls, refiner: RefinerBundle, filename_prefix: str, keep_optimizer_state: bool = True) -> io.NodeOutput:
-        path = save_refiner(next_free_path(filename_prefix), refiner, include_optimizer=keep_optimizer_state)
-        name = os.path.relpath(path, register_dice_folder())
-        log.info("DICE: saved %s to %s", refiner.describe(), path)
-        return io.NodeOutput(ui={"text": [f"saved models/{FOLDER}/{name}"]})
+        saved = save_refiner_file(refiner, filename_prefix, keep_optimizer_state)
+        return io.NodeOutput(ui={"text": [f"saved {saved}"]})
 
 
 class DiceRefineConditioning(io.ComfyNode):

@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 
-import comfy.utils
-import folder_paths
-import torch
 from comfy_api.v0_0_2 import io, ui
 
-from dice_core.fileformat import RefinerBundle, save_refiner
+from dice_comfy.bridge import family_for
+from dice_comfy.conditioning import training_prompt_entries, training_uc_entry
+from dice_comfy.paths import NO_PROMPTS_FILE, prompt_files, read_prompts
+from dice_comfy.progress import comfy_progress_events
+from dice_comfy.session import SessionOptions, run_training, token_groups
 from dice_core.plots import loss_curve_image, token_bar_image
-from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig, prompt_lines
+from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig
 
-from . import comfy_internals
-from .comfy_bridge import encode_prompt, family_for
-from .paths import prefixed_path
 from .refiner_nodes import CATEGORY, DiceRefiner
-from .training_session import run_training, token_groups
 
 log = logging.getLogger("ComfyUI-DICE")
-NO_FILE = "(none)"
-
-
-def prompt_files() -> list[str]:
-    root = folder_paths.get_input_directory()
-    found = []
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            if f.lower().endswith(".txt"):
-                found.append(os.path.relpath(os.path.join(dirpath, f), root))
-    return [NO_FILE] + sorted(found)
-
-
-def read_prompts(text: str, file_name: str) -> list[str]:
-    lines = (text or "").splitlines()
-    if file_name and file_name != NO_FILE:
-        path = os.path.join(folder_paths.get_input_directory(), file_name)
-        if not os.path.isfile(path):
-            raise ValueError(f"prompts file not found in ComfyUI's input folder: {file_name}")
-        with open(path, encoding="utf-8") as f:
-            lines += f.read().splitlines()
-    return prompt_lines(lines)
 
 
 class DiceTrainRefiner(io.ComfyNode):
@@ -63,7 +37,7 @@ class DiceTrainRefiner(io.ComfyNode):
                 io.String.Input("prompts", multiline=True, default="a photo of a cat\na watercolor painting of a lighthouse",
                                 tooltip="Training prompts, one per line (lines starting with # are ignored). "
                                 "Use prompts like the ones you will generate with; a few dozen or more work best."),
-                io.Combo.Input("prompts_file", options=prompt_files(), default=NO_FILE,
+                io.Combo.Input("prompts_file", options=prompt_files(), default=NO_PROMPTS_FILE,
                                tooltip="Optional .txt file in ComfyUI's input folder with more prompts, one per line."),
                 io.Int.Input("steps", default=1000, min=1, max=1_000_000,
                              tooltip="Optimizer updates (the paper used 8000 at batch 128 on SD1.5). When resuming, the total "
@@ -137,56 +111,15 @@ class DiceTrainRefiner(io.ComfyNode):
         latents=None, conditioning=None, negative=None, frames: int = 9,
     ) -> io.NodeOutput:
         info = family_for(model)  # first: a guidance-distilled or unknown family gets its sentence before any work
-        texts = read_prompts(prompts, prompts_file)
-        entries = [list(e) for e in conditioning] if conditioning else []
-        entries += [encode_prompt(clip, t)[0] for t in texts]
-        if not entries:
-            raise ValueError("no training prompts: type some in 'prompts' (one per line), pick a prompts file, "
-                             "or connect 'conditioning'")
-        if negative:
-            uc_entry = list(negative[0])
-        else:
-            uc_entry = encode_prompt(clip, "")[0] if clip is not None else None
-            if uc_entry is None:
-                raise ValueError("connect 'clip' (to encode the empty prompt) or a 'negative' conditioning to use as uc")
-        overrides = dict(steps=steps, batch_size=batch_size, guidance_scale=guidance_scale, seed=seed,
-                         loss=info.default_loss if loss == "auto" else loss, save_every=save_every,
-                         samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps)
-        if learning_rate > 0:
-            overrides["lr"] = learning_rate
-        cfg = TrainConfig.from_recipe(recipe, **overrides)
-        samples = latents["samples"] if latents is not None else None
-
-        checkpoint_path = prefixed_path(filename_prefix) + "_checkpoint.safetensors"
-
-        def save_checkpoint(bundle: RefinerBundle) -> None:
-            save_refiner(checkpoint_path, bundle)
-            log.info("DICE: checkpoint at step %d written to %s", bundle.train_step, checkpoint_path)
-
-        teacher_total = 0 if samples is not None else -(-len(entries) * samples_per_prompt // batch_size) * teacher_steps
-        start = resume_from.train_step if resume_from is not None else 0
-        pbar = comfy.utils.ProgressBar(teacher_total + steps - start)
-        every = max(25, steps // 20)
-        history: list[float] = list(resume_from.loss_history) if resume_from is not None else []
-
-        def on_teacher(done: int, total: int) -> None:
-            comfy_internals.throw_if_interrupted()
-            pbar.update_absolute(done, teacher_total + steps - start)
-
-        def on_step(step: int, value: float) -> None:
-            history.append(value)
-            preview = None
-            if step % every == 0:
-                preview = ("PNG", _pil(loss_curve_image(history)), 512)
-            pbar.update_absolute(teacher_total + step - start, teacher_total + steps - start, preview)
-            comfy_internals.throw_if_interrupted()
-
-        result = run_training(
-            model, entries, uc_entry, cfg, width=width, height=height, frames=frames, latents=samples, resume=resume_from,
-            save_checkpoint=save_checkpoint, on_step=on_step,
-            on_teacher_progress=on_teacher, gradient_checkpointing=gradient_checkpointing,
-            autocast_dtype=AUTOCAST_DTYPES[autocast],
-        )
+        entries = training_prompt_entries(clip, read_prompts(prompts, prompts_file), conditioning)
+        uc_entry = training_uc_entry(clip, negative)
+        cfg = TrainConfig.from_inputs(recipe, loss, info.default_loss, learning_rate or None, steps=steps,
+                                      batch_size=batch_size, guidance_scale=guidance_scale, seed=seed, save_every=save_every,
+                                      samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps)
+        options = SessionOptions(width=width, height=height, frames=frames,
+                                 latents=latents["samples"] if latents is not None else None, resume=resume_from,
+                                 gradient_checkpointing=gradient_checkpointing, autocast_dtype=AUTOCAST_DTYPES[autocast])
+        result = run_training(model, entries, uc_entry, cfg, options, comfy_progress_events(cfg, resume_from, filename_prefix))
         labels = token_groups(len(result.pattern), result.bundle.keep_rule)
         log.info("DICE: trained %s; final loss %.4g", result.bundle.describe(), result.losses[-1])
         loss_plot = loss_curve_image(result.losses)
@@ -198,9 +131,3 @@ class DiceTrainRefiner(io.ComfyNode):
             token_bar_image(result.pattern, labels, title=f"mean |c' - c| per token ({result.family})"),
             ui=ui.PreviewImage(loss_plot, cls=cls),
         )
-
-
-def _pil(image: torch.Tensor):
-    from PIL import Image
-
-    return Image.fromarray((image[0].numpy() * 255).clip(0, 255).astype("uint8"))

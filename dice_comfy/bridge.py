@@ -14,7 +14,7 @@ import torch
 from dice_core.families import FamilyInfo, family_info
 from dice_core.refiner import append_dims, pad_tokens
 
-from . import comfy_internals
+from . import internals
 
 log = logging.getLogger("ComfyUI-DICE")
 
@@ -133,7 +133,7 @@ class ComfyDenoiser:
 
     # ---- schedule -------------------------------------------------------------------------
     def sigma_schedule(self, steps: int) -> torch.Tensor:
-        return comfy_internals.sigma_schedule(self.patcher, steps).float().cpu()
+        return internals.sigma_schedule(self.patcher, steps).float().cpu()
 
     def random_sigmas(self, n: int, generator: torch.Generator) -> torch.Tensor:
         sig = getattr(self.ms, "sigmas", None)
@@ -148,7 +148,7 @@ class ComfyDenoiser:
 
     # ---- model calls ----------------------------------------------------------------------
     def _encode(self, tensor: torch.Tensor, extras: dict, x: torch.Tensor, prompt_type: str) -> list[dict]:
-        return comfy_internals.encode_conds(self.patcher, tensor, extras, x, prompt_type)
+        return internals.encode_conds(self.patcher, tensor, extras, x, prompt_type)
 
     @torch.no_grad()
     def teacher(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor):
@@ -162,7 +162,7 @@ class ComfyDenoiser:
             uc, uc_extras = expand_entry(self.uc_entry, len(rows))
             xr = x[rows]
             with self._precision():
-                out_c, out_uc = comfy_internals.denoise(
+                out_c, out_uc = internals.denoise(
                     self.patcher,
                     [self._encode(c.to(self.device), extras, xr, "positive"),
                      self._encode(uc.to(self.device), uc_extras, xr, "negative")],
@@ -184,7 +184,7 @@ class ComfyDenoiser:
             length = int(self.student_lengths[int(idx[rows[0]])])
             conds = self._encode(c_refined[rows.to(c_refined.device), :length], extras, x[rows], "positive")
             with self._precision(), own_copies_of_saved_activations(self.inplace_residuals):
-                outputs.append(comfy_internals.denoise(self.patcher, [conds], x[rows], sigma[rows], self.model_options)[0])
+                outputs.append(internals.denoise(self.patcher, [conds], x[rows], sigma[rows], self.model_options)[0])
             order.append(rows)
         if len(outputs) == 1:
             return outputs[0]
@@ -210,7 +210,7 @@ class ComfyDenoiser:
 def trainable_view(model_patcher, gradient_checkpointing: bool = False):
     """Make the frozen model usable for backprop without changing what other nodes see.
 
-    model_patcher must be what comfy_internals.trainable_patcher returned (on ComfyUI 0.33 with
+    model_patcher must be what internals.trainable_patcher returned (on ComfyUI 0.33 with
     dynamic VRAM, a separate non-dynamic copy). It is fully loaded, as TrainLoraNode loads what it
     trains, and comfy.model_management.in_training is set while training runs.
 
@@ -218,7 +218,7 @@ def trainable_view(model_patcher, gradient_checkpointing: bool = False):
     refuses to save. Swap each such tensor for a normal copy for the duration of training and put
     the very same original objects back afterwards; requires_grad flags are restored too.
     """
-    comfy_internals.load_fully(model_patcher)
+    internals.load_fully(model_patcher)
     model = model_patcher.model
     swapped = []
     flags = []
@@ -238,15 +238,15 @@ def trainable_view(model_patcher, gradient_checkpointing: bool = False):
     for store, name, _ in swapped:
         if isinstance(store[name], torch.nn.Parameter):
             store[name].requires_grad_(False)
-    patched = comfy_internals.checkpoint_gradients(model.diffusion_model) if gradient_checkpointing else []
+    patched = internals.checkpoint_gradients(model.diffusion_model) if gradient_checkpointing else []
     model_patcher.pre_run()
     try:
-        with comfy_internals.training_mode():
+        with internals.training_mode():
             yield model
     finally:
         model_patcher.cleanup()
         if patched:
-            comfy_internals.uncheckpoint_gradients(model)
+            internals.uncheckpoint_gradients(model)
         for store, name, original in swapped:
             store[name] = original
         for p, flag in flags:
