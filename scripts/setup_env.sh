@@ -28,7 +28,7 @@ new_venv() {  # new_venv DIR: a venv with torch 2.13.0 (CPU, from local disk) pi
 }
 
 finish_venv() {  # finish_venv DIR: keep broken torchvision/torchaudio out, add the stand-ins, stamp
-  local venv=$1 site
+  local venv=$1
   # A PyPI torchvision pulled in by another package is a CUDA build that fails to import beside the
   # CPU torch (`torchvision::nms does not exist`); remove it so the import-only stand-in serves instead.
   for pkg in torchvision torchaudio; do
@@ -37,8 +37,15 @@ finish_venv() {  # finish_venv DIR: keep broken torchvision/torchaudio out, add 
       "$venv/bin/pip" uninstall -q -y "$pkg"
     fi
   done
-  site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  "$venv/bin/python" - "$ROOT/tests/standins.py" "$site/dice_test_standins.pth" <<'PY'
+  install_standins "$venv"
+  touch "$venv/.dice-setup-v2"
+}
+
+install_standins() {  # install_standins DIR: the .pth that loads dice_testkit/standins.py by path (rewritten
+  # on every run, so a venv made before the file moved finds it where it is now)
+  local venv=$1 site
+  site=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" 2>/dev/null)
+  "$venv/bin/python" - "$ROOT/dice_testkit/standins.py" "$site/dice_test_standins.pth" 2>/dev/null <<'PY'
 import importlib.util, sys
 spec = importlib.util.spec_from_file_location("standins_setup", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
@@ -46,12 +53,11 @@ spec.loader.exec_module(mod)
 with open(sys.argv[2], "w", encoding="utf-8") as f:
     f.write(mod.pth_line(sys.argv[1]) + "\n")
 PY
-  touch "$venv/.dice-setup-v2"
 }
 
 setup_0375() {
   local venv="$ROOT/.venv"
-  if [ -f "$venv/.dice-setup-v2" ] && [ -x "$venv/bin/python" ]; then return 0; fi
+  if [ -f "$venv/.dice-setup-v2" ] && [ -x "$venv/bin/python" ]; then install_standins "$venv"; return 0; fi
   [ -d "$venv" ] && rm -rf "$venv"
   new_venv "$venv"
   "$venv/bin/pip" install -q -c "$venv/constraints.txt" \
@@ -88,7 +94,7 @@ PY
 
 setup_033() {
   local venv="$ROOT/.venv033"
-  if [ -f "$venv/.dice-setup-v2" ] && [ -x "$venv/bin/python" ]; then return 0; fi
+  if [ -f "$venv/.dice-setup-v2" ] && [ -x "$venv/bin/python" ]; then install_standins "$venv"; return 0; fi
   if [ ! -f "$TARBALL_033" ]; then
     echo "[setup] ERROR: ComfyUI 0.33.0 not found at $TARBALL_033 (set COMFYUI_033_TARBALL to its path)" >&2
     exit 1

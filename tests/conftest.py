@@ -1,15 +1,18 @@
+"""The one place the suite is set up. The repo root is importable through pyproject.toml's
+`[tool.pytest.ini_options] pythonpath`; ComfyUI is put first by harness.setup_comfy, before any test module
+imports `nodes` (ComfyUI's nodes.py, not this pack's nodes/)."""
+
 import os
-import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+from dice_testkit import harness  # noqa: E402
 
-import harness  # noqa: E402
+torch.set_num_threads(1)
+harness.setup_comfy()
 
 
 def pytest_report_header(config):
@@ -47,4 +50,4 @@ def comfy_dirs(tmp_path, comfy_nodes):
 
 
 # Real-server fixtures for the e2e and browser tests (tiny checkpoint, ComfyUI server, trained refiner).
-from server_fixtures import comfy_server_proc, tiny_checkpoint, trained_refiner  # noqa: E402,F401
+from dice_testkit.server_fixtures import comfy_server_proc, tiny_checkpoint, trained_refiner  # noqa: E402,F401

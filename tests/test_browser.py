@@ -12,16 +12,14 @@ import json
 import os
 import time
 
-import browser_util
-import comfy_server
-import harness
 import pytest
-from server_fixtures import TEST_OVERRIDES, WORKFLOW_NAMES, load_api_workflow, load_ui_workflow, output_files
+
+from dice_testkit import browser_util, comfy_server, harness
+from dice_testkit.server_fixtures import TEST_OVERRIDES, WORKFLOW_NAMES, load_api_workflow, load_ui_workflow, output_files
 
 pytestmark = pytest.mark.browser
 
-DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
-              "DiceFastPathCheck"]
+DICE_NODES = sorted(harness.DICE_NODES)
 DOCS_SCREENSHOT = os.path.join(harness.REPO, "docs", "screenshot_train.png")
 
 # Checks on the graph the frontend built: every link joins existing nodes' existing slots of compatible types.
@@ -129,7 +127,7 @@ def test_workflow_loads_cleanly_and_converts_to_its_api_twin(page, name):
     prompt = page.evaluate("async () => (await window.app.graphToPrompt()).output")
     assert json.loads(json.dumps(prompt)) == load_api_workflow(name), (
         f"workflows/api/{name}.json differs from the frontend's conversion of workflows/{name}.json; "
-        "rebuild both with tests/build_workflows.py")
+        "rebuild both with scripts/build_workflows.py")
 
 
 def test_train_workflow_screenshot(page, tmp_path):

@@ -1,8 +1,8 @@
 """The headless trainer (python -m dice_cli train), single-process and under torchrun with 2 CPU ranks (gloo).
 
-The model is a tiny in-process SD1.5 (tests/tiny_models.py) with a stand-in text encoder and VAE, reached
-through dice_cli's model registry as `--checkpoint tiny-sd15:SEED`. torchrun runs this file as its script:
-the __main__ block at the bottom registers the tiny model and calls dice_cli's main.
+The model is a tiny in-process SD1.5 with a stand-in text encoder and VAE, reached through dice_cli's model
+registry as `--checkpoint tiny-sd15:SEED` (dice_testkit/cli_tiny_model.py). torchrun runs that module
+(`-m dice_testkit.cli_tiny_model`), which registers the tiny model and calls dice_cli's main.
 """
 
 import multiprocessing
@@ -13,46 +13,16 @@ import sys
 import threading
 import time
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(TESTS)
-for _p in (TESTS, REPO):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import pytest
+import torch
 
-import pytest  # noqa: E402
-import tiny_models  # noqa: E402
-import tolerances  # noqa: E402
-import torch  # noqa: E402
+from dice_cli import cli
+from dice_core.fileformat import load_refiner
+from dice_testkit import tiny_models, tolerances
+from dice_testkit.cli_tiny_model import inject_failure  # also registers the tiny-sd15 checkpoint name
 
-from dice_cli import cli, models  # noqa: E402
-from dice_core.fileformat import load_refiner  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-class FakeClip:
-    """Stands in for the text encoder: each prompt maps to fixed random CLIP-shaped tokens."""
-
-    def tokenize(self, text):
-        return text
-
-    def encode_from_tokens_scheduled(self, text):
-        return tiny_models.clip_conditioning(sum(map(ord, text)) + 17 * len(text), 768)
-
-
-class FakeVAE:
-    """Stands in for the VAE: 8x area downscale and a fixed 3 -> 4 channel map, like SD's latent layout."""
-
-    MAP = 0.5 * torch.tensor([[1.0, 1, 1], [1, -1, 1], [1, 1, -1], [1, -1, -1]])
-
-    def encode(self, pixels):
-        x = torch.nn.functional.avg_pool2d(pixels.movedim(-1, 1) * 2 - 1, 8)
-        return torch.einsum("ck,bkhw->bchw", self.MAP, x)
-
-
-def _tiny_sd15(arg: str):
-    return tiny_models.sd15(seed=int(arg or 0)), FakeClip(), FakeVAE()
-
-
-models.register("tiny-sd15", _tiny_sd15)  # test-only: a hidden --checkpoint name
 
 K, N = 4, 7  # runs of N steps; the interrupted ones stop after K (--stop-after, as a time-limited job would)
 COMMON = ["--checkpoint", "tiny-sd15:3", "--width", "64", "--height", "64", "--teacher-steps", "3", "--samples-per-prompt",
@@ -65,8 +35,9 @@ def run_inprocess(*args) -> int:
 
 
 def torchrun(*args, nproc=2, env_extra=None, timeout=180) -> subprocess.CompletedProcess:
-    """The real launcher, as users run it: torchrun starts this file, whose __main__ block calls dice_cli."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__, "train",
+    """The real launcher, as users run it: torchrun starts dice_testkit.cli_tiny_model, which calls dice_cli."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m",
+           "dice_testkit.cli_tiny_model", "train",
            *COMMON, "--dist-timeout", "60", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     t = time.monotonic()
@@ -85,7 +56,7 @@ def _rank_main(rank: int, world: int, port: int, argv: list[str], fail: str | No
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     if fail:
-        _inject_failure(fail)
+        inject_failure(fail)
     code = cli.main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -139,7 +110,7 @@ GRADIENT_TERMS = 4 * tiny_models.CLIP_TOKENS * 8 * 8
 def assert_same_refiner(a_path, b_path, optimizer=True) -> None:
     """Same step, weights, optimizer moments and loss history, within the float32 bounds for sums taken
     in another order (the ranks all-reduce the batch's gradients; one process sums them in one go).
-    The bounds come from tests/tolerances.py; AdamW makes them per element."""
+    The bounds come from dice_testkit/tolerances.py; AdamW makes them per element."""
     a, b = load_refiner(str(a_path)), load_refiner(str(b_path))
     assert a.train_step == b.train_step
     steps, lr = a.train_step, float(a.recipe["lr"])
@@ -162,7 +133,7 @@ def assert_same_refiner(a_path, b_path, optimizer=True) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Shared runs on the prompts file (data-free teacher trajectories). 1-rank runs are in-process."""
-    import harness
+    from dice_testkit import harness
 
     harness.setup_comfy()
     root = tmp_path_factory.mktemp("cli")
@@ -290,8 +261,9 @@ def test_teacher_blocks_of_all_ranks_concatenate_to_the_single_process_data(worl
 @pytest.mark.distributed
 def test_toyworld_checkpoint_trains_from_images(tmp_path):
     """The pack's own demo model through the production registry, with its VAE encoding real images."""
-    import harness
     from PIL import Image
+
+    from dice_testkit import harness
 
     harness.setup_comfy()
     folder = tmp_path / "imgs"
@@ -329,11 +301,11 @@ def test_a_real_checkpoint_file_loads_with_comfyuis_loader_and_trains(tiny_check
 def test_coco_captions_pair_each_caption_with_its_image_encoded_once(tmp_path):
     import json
 
-    import harness
     from PIL import Image
 
     from dice_cli import data
     from dice_cli.errors import CliError
+    from dice_testkit import harness
 
     harness.setup_comfy()
     (tmp_path / "train2017").mkdir()
@@ -362,8 +334,9 @@ def test_coco_captions_pair_each_caption_with_its_image_encoded_once(tmp_path):
 
 # ---- clear errors ----------------------------------------------------------------------------------
 def test_unknown_checkpoint_family_names_the_file(tmp_path, capsys):
-    import harness
     from safetensors.torch import save_file
+
+    from dice_testkit import harness
 
     harness.setup_comfy()
     bogus = tmp_path / "not_a_model.safetensors"
@@ -378,7 +351,7 @@ def test_unknown_checkpoint_family_names_the_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("case", ["empty_prompts", "uncaptioned_images", "missing_checkpoint", "reused_run_dir", "bad_batch"])
 def test_bad_inputs_get_one_clear_line(tmp_path, capsys, case):
-    import harness
+    from dice_testkit import harness
 
     harness.setup_comfy()
     prompts = tmp_path / "p.txt"
@@ -410,31 +383,3 @@ def test_bad_inputs_get_one_clear_line(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert code == 1 and f"dice_cli: error: {expected}" in err, err
     assert "Traceback" not in err
-
-
-def _inject_failure(spec: str) -> None:
-    """DICE_TEST_FAIL=RANK:STEP makes that rank raise in the loss of that step (test-only, via this script)."""
-    import dice_core.training as training
-
-    rank, step = (int(x) for x in spec.split(":"))
-    if int(os.environ.get("RANK", "0")) != rank:
-        return
-    original, calls = training.distillation_loss, [0]
-
-    def failing(*args, **kwargs):
-        calls[0] += 1
-        if calls[0] == step:
-            raise RuntimeError(f"injected failure at step {step}")
-        return original(*args, **kwargs)
-
-    training.distillation_loss = failing
-
-
-if __name__ == "__main__":  # torchrun's entry point for the tests above
-    import harness
-
-    harness.setup_comfy()
-    torch.set_num_threads(1)
-    if os.environ.get("DICE_TEST_FAIL"):
-        _inject_failure(os.environ["DICE_TEST_FAIL"])
-    sys.exit(cli.main(sys.argv[1:]))

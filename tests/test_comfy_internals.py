@@ -1,16 +1,17 @@
-"""nodes/comfy_internals.py: every private ComfyUI API the pack relies on, exercised on the runtime under
+"""dice_comfy/internals.py: every private ComfyUI API the pack relies on, exercised on the runtime under
 test (the suite runs on 0.3.75 and 0.33.0). load_checkpoint is exercised by tests/test_tiny_checkpoint.py."""
 
-import harness
 import pytest
-import tiny_models
-import tolerances
 import torch
+
+from dice_testkit import tiny_models, tolerances
 
 
 @pytest.fixture()
 def internals(comfy_nodes):
-    return harness.pack_module("nodes.comfy_internals")
+    from dice_comfy import internals
+
+    return internals
 
 
 def test_encode_conds_applies_the_family_extras_and_denoise_batches(internals):
@@ -97,7 +98,7 @@ def test_training_runs_with_comfys_training_flag_set(comfy_nodes):
     TrainLoraNode does, and leaves it as it was."""
     import comfy.model_management as mm
 
-    session = harness.pack_module("nodes.training_session")
+    from dice_comfy import session
     from dice_core.training import TrainConfig
 
     patcher = tiny_models.sd15()
@@ -106,7 +107,7 @@ def test_training_runs_with_comfys_training_flag_set(comfy_nodes):
     try:
         cfg = TrainConfig.from_recipe("dice-pack", steps=2, batch_size=2, teacher_steps=2, samples_per_prompt=1)
         session.run_training(patcher, tiny_models.clip_conditioning(1, 768) + tiny_models.clip_conditioning(2, 768),
-                             tiny_models.clip_conditioning(3, 768)[0], cfg, width=64, height=64)
+                             tiny_models.clip_conditioning(3, 768)[0], cfg, session.SessionOptions(width=64, height=64))
     finally:
         handle.remove()
     assert seen, "the model was called"

@@ -11,10 +11,18 @@ from __future__ import annotations
 import copy
 import os
 
-import comfy_server
 import pytest
 from PIL import Image
-from server_fixtures import TEST_OVERRIDES, WORKFLOW_NAMES, load_api_workflow, load_ui_workflow, output_files, with_overrides
+
+from dice_testkit import comfy_server
+from dice_testkit.server_fixtures import (
+    TEST_OVERRIDES,
+    WORKFLOW_NAMES,
+    load_api_workflow,
+    load_ui_workflow,
+    output_files,
+    with_overrides,
+)
 
 pytestmark = pytest.mark.e2e
 

@@ -3,12 +3,12 @@ guidance-distilled Flux dev and schnell (no CFG to distil), and a family DICE do
 (InstructPix2Pix, image-conditioned)."""
 
 import pytest
-import tiny_models
 import torch
 
 from dice_core.families import UnsupportedFamilyError
 from dice_core.fileformat import RefinerBundle
 from dice_core.refiner import Refiner
+from dice_testkit import tiny_models
 
 pytestmark = pytest.mark.families
 
@@ -30,8 +30,8 @@ def _flux(schnell: bool):
         unet["txt_ids_dims"] = []  # 0.33's FluxParams requires it; its detection gives [] for Flux.1
     config = comfy.supported_models.FluxSchnell if schnell else comfy.supported_models.Flux
     model = config(unet).get_model({})
-    tiny_models._init_weights(model, 0)
-    return tiny_models._patcher(model)
+    tiny_models.init_weights(model, 0)
+    return tiny_models.as_patcher(model)
 
 
 def _instruct_pix2pix():
@@ -45,8 +45,8 @@ def _instruct_pix2pix():
         "use_temporal_attention": False, "use_temporal_resblock": False,
     }
     model = comfy.supported_models.SD15_instructpix2pix(unet).get_model({})
-    tiny_models._init_weights(model, 0)
-    return tiny_models._patcher(model)
+    tiny_models.init_weights(model, 0)
+    return tiny_models.as_patcher(model)
 
 
 CASES = {

@@ -5,8 +5,9 @@ shared model are left as they are."""
 import logging
 
 import pytest
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 STEPS = 3
 
@@ -17,10 +18,10 @@ def check_node(comfy_nodes):
 
 
 @pytest.fixture()
-def check_module(check_node):
-    import sys
+def check_module():
+    from dice_comfy import fast_path
 
-    return sys.modules[check_node.__module__]
+    return fast_path
 
 
 def _no_cfg1_fast_path(patcher):

@@ -144,16 +144,21 @@ def _paper_like_module():
     return mod
 
 
-def test_paper_snapshot_imports_through_the_restricted_unpickler(tmp_path, monkeypatch):
+def _paper_snapshot(tmp_path, monkeypatch, seed: int):
+    """A sharpener pickled as the paper's code pickles it, and its path; the paper's module is gone afterwards."""
     mod = _paper_like_module()
     monkeypatch.setitem(sys.modules, "dice_sharpener", mod)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     sharpener = mod.Sharpener()
     path = tmp_path / "sharpener-snapshot.pkl"
     with open(path, "wb") as f:
         pickle.dump(dict(model=sharpener), f)
     monkeypatch.delitem(sys.modules, "dice_sharpener")  # the importer must not need the paper's code
+    return sharpener, path
 
+
+def test_paper_snapshot_imports_through_the_restricted_unpickler(tmp_path, monkeypatch):
+    sharpener, path = _paper_snapshot(tmp_path, monkeypatch, seed=0)
     bundle = import_paper_snapshot(str(path), family="SD15", keep_rule="clip_chunk_start")
     for k, v in sharpener.state_dict().items():
         assert torch.equal(bundle.module.state_dict()[k], v), k
@@ -165,6 +170,26 @@ def test_paper_snapshot_imports_through_the_restricted_unpickler(tmp_path, monke
     out = tmp_path / "imported.safetensors"
     save_refiner(str(out), bundle)
     assert load_refiner(str(out)).recipe["source"].startswith("paper")
+
+
+def test_import_paper_command_writes_a_refiner_that_loads(tmp_path, monkeypatch, capsys):
+    """`python -m dice_cli import-paper SNAPSHOT OUT`: the README's one way to convert the paper's pickle."""
+    from dice_cli import cli
+
+    sharpener, snapshot = _paper_snapshot(tmp_path, monkeypatch, seed=1)
+    out = tmp_path / "paper_sd15.safetensors"
+    assert cli.main(["import-paper", str(snapshot), str(out)]) == 0
+    loaded = load_refiner(str(out))
+    assert loaded.family == "SD15" and loaded.keep_rule == "clip_chunk_start"
+    for k, v in sharpener.state_dict().items():
+        assert torch.equal(loaded.module.state_dict()[k], v), k
+
+    snapshot.write_bytes(b"\x80\x04\x95garbage")
+    assert cli.main(["import-paper", str(snapshot), str(tmp_path / "bad.safetensors")]) == 1
+    assert cli.main(["import-paper", str(snapshot), str(out), "--family", "Flux"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("dice_cli: error: ") for line in err), err
+    assert "Flux" in err[1] and not (tmp_path / "bad.safetensors").exists()
 
 
 def _paper_attention(s, x, ctx):

@@ -16,13 +16,12 @@ import re
 import sys
 import urllib.request
 
-import comfy_server
-import harness
 import pytest
 
+from dice_testkit import comfy_server, harness
+
 DOCS = os.path.join(harness.REPO, "web", "docs")
-DICE_NODES = {"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
-              "DiceFastPathCheck"}
+DICE_NODES = harness.DICE_NODES
 # The four sections every page has, in this order.
 SECTIONS = ["## What it does", "## Inputs", "## What to expect", "## Common errors"]
 
@@ -104,7 +103,7 @@ def test_pages_quote_the_errors_the_code_raises(comfy_nodes):
     assert "SDXL" in str(wrong_family.value) and "AuraFlow" in str(wrong_family.value)  # it names both families
     assert str(flux.value) in refine and str(flux.value) in train
 
-    fast_path = sys.modules[comfy_nodes["DiceFastPathCheck"].__module__]
+    from dice_comfy import fast_path
     check = flat(page("DiceFastPathCheck"))
     assert fast_path.CFG1_DISABLED_WARNING in check
     assert fast_path.CFG_ABOVE_1_WARNING.replace("%.3g", "<cfg>") in check

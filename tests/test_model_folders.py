@@ -1,14 +1,15 @@
 """models/dice follows ComfyUI's convention for model folders: the default folder is always there, and
 paths from extra_model_paths.yaml are added to it (read by ComfyUI's own yaml loader)."""
 
+import asyncio
 import importlib.util
 import os
+import sys
 import textwrap
-
-import harness
 
 from dice_core.fileformat import RefinerBundle, save_refiner
 from dice_core.refiner import Refiner
+from dice_testkit import harness
 
 
 def _refiner(path):
@@ -16,8 +17,8 @@ def _refiner(path):
 
 
 def _comfy_yaml_loader():
-    """ComfyUI's own loader, utils/extra_config.py, by path: the name `utils` is ambiguous once ComfyUI has
-    put comfy/ on sys.path (comfy/utils.py)."""
+    """ComfyUI's own loader, utils/extra_config.py, by path: the name `utils` is ambiguous once ComfyUI is
+    importable (comfy/utils.py)."""
     spec = importlib.util.spec_from_file_location("comfyui_extra_config",
                                                   os.path.join(harness.comfyui_path(), "utils", "extra_config.py"))
     module = importlib.util.module_from_spec(spec)
@@ -45,8 +46,9 @@ def test_extra_model_paths_yaml_adds_to_models_dice(comfy_nodes, comfy_dirs):
 
     _refiner(default / "mine.safetensors")
     _refiner(shared / "refiners" / "team.safetensors")
-    schema = comfy_nodes["DiceLoadRefiner"].define_schema()  # registers the folder, as the server does
+    _start_up(comfy_nodes)  # registers the folder, as the server does when it loads the pack
     assert folder_paths.get_folder_paths("dice") == [str(default), str(shared / "refiners")]
+    schema = comfy_nodes["DiceLoadRefiner"].define_schema()
     assert schema.inputs[0].options == ["mine.safetensors", "team.safetensors"]
     loaded = comfy_nodes["DiceLoadRefiner"].execute("team.safetensors").args[0]
     assert loaded.family == "SD15"
@@ -54,7 +56,7 @@ def test_extra_model_paths_yaml_adds_to_models_dice(comfy_nodes, comfy_dirs):
     # Saves go to models/dice, and registering again adds nothing twice.
     comfy_nodes["DiceSaveRefiner"].execute(loaded, "again")
     assert (default / "again_00001.safetensors").is_file()
-    comfy_nodes["DiceLoadRefiner"].define_schema()
+    _start_up(comfy_nodes)
     assert folder_paths.get_folder_paths("dice") == [str(default), str(shared / "refiners")]
     assert folder_paths.folder_names_and_paths["dice"][1] == {".safetensors"}
 
@@ -64,6 +66,24 @@ def test_without_a_yaml_models_dice_is_created(comfy_nodes, comfy_dirs):
 
     folder_paths.folder_names_and_paths.pop("dice", None)
     (comfy_dirs / "models" / "dice").rmdir()
-    comfy_nodes["DiceLoadRefiner"].define_schema()
+    _start_up(comfy_nodes)
     assert folder_paths.get_folder_paths("dice") == [str(comfy_dirs / "models" / "dice")]
     assert (comfy_dirs / "models" / "dice").is_dir()
+
+
+def test_listing_refiners_changes_no_folder(comfy_nodes, comfy_dirs):
+    """define_schema runs on every /object_info request: it lists models/dice and creates or registers nothing."""
+    import folder_paths
+
+    folder_paths.folder_names_and_paths.pop("dice", None)
+    (comfy_dirs / "models" / "dice").rmdir()
+    assert comfy_nodes["DiceLoadRefiner"].define_schema().inputs[0].options == []
+    assert "dice" not in folder_paths.folder_names_and_paths
+    assert not (comfy_dirs / "models" / "dice").exists()
+
+
+def _start_up(comfy_nodes) -> None:
+    """What the server does once when it loads the pack: the extension's get_node_list (nodes/__init__.py)."""
+    package = sys.modules[sys.modules[comfy_nodes["DiceLoadRefiner"].__module__].__package__]
+    extension = asyncio.run(package.comfy_entrypoint())
+    asyncio.run(extension.get_node_list())

@@ -3,14 +3,11 @@
 import os
 
 import pytest
-import tiny_models
 import torch
 
 from dice_core.fileformat import RefinerBundle, RefinerFileError, save_refiner
 from dice_core.refiner import Refiner
-
-DICE_NODES = ["DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
-              "DiceFastPathCheck"]
+from dice_testkit import harness, tiny_models
 
 
 def _bundle(dim, family, seed=0):
@@ -19,7 +16,7 @@ def _bundle(dim, family, seed=0):
 
 
 def test_every_node_is_registered_with_tooltips(comfy_nodes):
-    for name in DICE_NODES:
+    for name in sorted(harness.DICE_NODES):
         assert name in comfy_nodes, name
         info = comfy_nodes[name].GET_SCHEMA() if hasattr(comfy_nodes[name], "GET_SCHEMA") else None
         schema = comfy_nodes[name].define_schema()

@@ -11,9 +11,9 @@ import re
 import subprocess
 import sys
 
-import comfy_server
-import harness
 import pytest
+
+from dice_testkit import comfy_server, harness
 
 try:
     import tomllib
@@ -34,8 +34,6 @@ REGISTRY_ACCELERATORS = {"Environment :: GPU :: NVIDIA CUDA", "Environment :: GP
 # What `comfy node validate` and `comfy node publish` lint for (comfy-cli runs ruff with these rules): exec, eval,
 # and several statements on one line.
 REGISTRY_LINT_RULES = "S102,S307,E702"
-DICE_NODES = {"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner", "DiceToyWorldLoader",
-              "DiceFastPathCheck"}
 
 
 def _pyproject() -> dict:
@@ -160,12 +158,12 @@ def test_license_is_gpl3_compatible():
 
 def test_comfyignore_keeps_the_runtime_and_drops_the_dev_files():
     files = comfy_server.pack_files()
-    for needed in ("__init__.py", "LICENSE", "nodes/__init__.py", "dice_core/refiner.py", "workflows/dice_apply.json",
-                   "web/js/dice_save_message.js"):
+    for needed in ("__init__.py", "LICENSE", "nodes/__init__.py", "dice_comfy/session.py", "dice_core/refiner.py",
+                   "dice_cli/cli.py", "workflows/dice_apply.json", "web/js/dice_save_message.js"):
         assert needed in files, f"{needed} must be in the published package"
     assert any(f.startswith("toyworld/") for f in files)
     for f in files:
-        assert not f.startswith(("tests/", "benchmarks/", "scripts/", ".ci/", ".venv/", ".git/")), f
+        assert not f.startswith(("tests/", "dice_testkit/", "benchmarks/", "scripts/", ".ci/", ".venv/", ".git/")), f
         assert not (f.startswith("docs/") and f.endswith(".png")), f
     size = sum(os.path.getsize(os.path.join(REPO, f)) for f in files)
     assert size < 20 * 2**20, f"the package would be {size / 2**20:.1f} MiB"
@@ -177,8 +175,7 @@ def test_copy_into_a_fresh_custom_nodes_folder_loads(tmp_path):
     pack = comfy_server.install_pack(str(tmp_path / "custom_nodes"))
     assert not os.path.exists(os.path.join(pack, "tests"))
     code = f"""
-import asyncio, json, sys
-sys.path[:0] = [{harness.comfyui_path()!r}]
+import asyncio, json
 from comfy.cli_args import args
 args.cpu = True
 import nodes
@@ -186,12 +183,12 @@ ok = asyncio.run(nodes.load_custom_node({pack!r}))
 assert ok, "load_custom_node returned False"
 print("NODES", json.dumps(sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("Dice"))))
 """
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=harness.comfyui_path())  # ComfyUI importable, nothing else
     r = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
                        timeout=180)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     line = next(x for x in r.stdout.splitlines() if x.startswith("NODES"))
-    assert set(json.loads(line[len("NODES "):])) == DICE_NODES
+    assert set(json.loads(line[len("NODES "):])) == harness.DICE_NODES
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
 
 
@@ -207,16 +204,15 @@ def test_readme_family_table_covers_every_family_module_and_every_cfg_family():
     added: every tiny-model module and every CFG family DICE accepts has a row."""
     import pkgutil
 
-    import tiny_families
-
     from dice_core.families import cfg_families
+    from dice_testkit import tiny_families
 
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     table = readme.split("<!-- family-table:start -->")[1].split("<!-- family-table:end -->")[0]
     modules = [m.name for m in pkgutil.iter_modules(tiny_families.__path__)]
     assert len(modules) >= 17
     for name in modules:
-        module = __import__(f"tiny_families.{name}", fromlist=["FAMILY"])
+        module = __import__(f"dice_testkit.tiny_families.{name}", fromlist=["FAMILY"])
         runtimes = ", ".join(f"ComfyUI {r}" for r in module.RUNTIMES)
         assert f"(`{module.FAMILY}`) | {runtimes} |" in table, f"{module.FAMILY} is not shown as tested; run make families"
     for info in cfg_families():
@@ -226,7 +222,7 @@ def test_readme_family_table_covers_every_family_module_and_every_cfg_family():
 
 def test_every_shipped_workflow_names_the_pack_of_each_node_and_the_model_to_fetch():
     """ComfyUI-Manager offers to install what a shared workflow needs from each node's cnr_id/ver and each
-    loader's `models` entry (tests/build_workflows.py writes them)."""
+    loader's `models` entry (scripts/build_workflows.py writes them)."""
     import glob
 
     project = _pyproject()["project"]

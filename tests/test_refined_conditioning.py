@@ -2,11 +2,11 @@
 no hooks, no marker keys, the same values; strength 0 returns the input exactly, for every family."""
 
 import pytest
-import tiny_models
 import torch
 
 from dice_core.fileformat import RefinerBundle
 from dice_core.refiner import KEEP_CLIP_CHUNK_START, KEEP_NONE, Refiner
+from dice_testkit import tiny_models
 
 # (family, embedding dim, conditioning): the text-encoder layouts of the tested families.
 FAMILIES = {

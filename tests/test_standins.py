@@ -1,4 +1,4 @@
-"""tests/standins.py: import-only stand-ins for torchvision/torchaudio that never shadow a real install."""
+"""dice_testkit/standins.py: import-only stand-ins for torchvision/torchaudio that never shadow a real install."""
 
 import os
 import subprocess
@@ -6,16 +6,16 @@ import sys
 import textwrap
 
 import pytest
-import standins
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+from dice_testkit import standins
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(code: str, extra_path: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    if extra_path:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, env.get("PYTHONPATH")) if p)
-    prelude = f"import sys; sys.path.insert(0, {TESTS!r}); import standins; standins.install()\n"
+    """`code` in a fresh interpreter without site-packages (-S), after the stand-ins' finder is installed."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (extra_path, REPO, os.environ.get("PYTHONPATH")) if p))
+    prelude = "from dice_testkit import standins; standins.install()\n"
     return subprocess.run([sys.executable, "-S", "-c", prelude + textwrap.dedent(code)], env=env, capture_output=True,
                           text=True, timeout=120)
 

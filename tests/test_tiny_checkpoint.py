@@ -1,4 +1,4 @@
-"""tests/make_tiny_checkpoint.py writes an SD1.5 file that ComfyUI's checkpoint loader detects and that
+"""dice_testkit/make_tiny_checkpoint.py writes an SD1.5 file that ComfyUI's checkpoint loader detects and that
 samples end to end (text encoder, KSampler, VAE) with finite values.
 
     .venv/bin/python -m pytest -m e2e tests/test_tiny_checkpoint.py
@@ -6,21 +6,21 @@ samples end to end (text encoder, KSampler, VAE) with finite values.
 
 import os
 
-import make_tiny_checkpoint
 import pytest
 import torch
+
+from dice_testkit import make_tiny_checkpoint
 
 pytestmark = pytest.mark.e2e
 
 
 def test_loads_as_sd15_and_samples(tiny_checkpoint, comfy_nodes):
-    import harness
-
     import nodes
+    from dice_comfy import internals
 
     # What CheckpointLoaderSimple.load_checkpoint does once it has resolved the file name, through the
     # pack's one entry to ComfyUI internals (the command-line trainer loads checkpoints with it).
-    model, clip, vae = harness.pack_module("nodes.comfy_internals").load_checkpoint(tiny_checkpoint)
+    model, clip, vae = internals.load_checkpoint(tiny_checkpoint)
     assert type(model.model.model_config).__name__ == "SD15"
     assert type(vae.first_stage_model).__name__ == "TAESD"
     unet_params = sum(p.numel() for p in model.model.diffusion_model.parameters())

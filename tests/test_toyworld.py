@@ -1,22 +1,19 @@
 """Tests for the toy world (toyworld/): world, tokenizer, split, shipped weights, ComfyUI objects.
 
-Fast (a few seconds on one CPU thread). ComfyUI comes from the project's conftest.py when it
-provides it; otherwise toyworld.comfy_env sets it up (COMFYUI_PATH or .venv/ComfyUI, CPU).
+Fast (a few seconds on one CPU thread). ComfyUI is set up by the project's harness (dice_testkit).
 """
 from __future__ import annotations
 
 import os
-import sys
 
 import pytest
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+from dice_testkit import harness
+from toyworld import world
+from toyworld.text_encoder import DEFAULT_SEED, ToyTextEncoder
 
-from toyworld import world  # noqa: E402
-from toyworld.text_encoder import DEFAULT_SEED, ToyTextEncoder  # noqa: E402
+ROOT = harness.REPO
 
 WEIGHTS = os.path.join(ROOT, "toyworld", "weights")
 
@@ -123,14 +120,7 @@ def test_text_encoder_shipped_weights_match_seed():
 # ----------------------------------------------------------------------------- ComfyUI
 @pytest.fixture(scope="module")
 def comfy_world():
-    try:  # the project's harness (tests/harness.py, on sys.path via conftest.py)
-        import harness
-
-        harness.setup_comfy()
-    except ImportError:
-        from toyworld.comfy_env import setup_comfy
-
-        setup_comfy()
+    harness.setup_comfy()
     from toyworld import comfy_objects as co
 
     return co, co.load_toy_world()
@@ -207,7 +197,7 @@ def test_vae_nodes_roundtrip(comfy_world):
 
 
 def test_sample_and_score_smoke(comfy_world):
-    from toyworld.evaluate import sample_and_score
+    from toyworld.evaluate import SamplingOptions, sample_and_score
 
     co, (model, clip, vae) = comfy_world
     prompts = world.HELD_OUT_CAPTIONS[:2]
@@ -217,10 +207,10 @@ def test_sample_and_score_smoke(comfy_world):
         calls.append(c)
         return c
 
-    r = sample_and_score(model, clip, prompts, [0, 1], cfg=2.0, steps=2, positive_transform=ident)
+    r = sample_and_score(model, clip, prompts, [0, 1], cfg=2.0, sampling=SamplingOptions(steps=2), positive_transform=ident)
     assert r["latents"].shape == (4, 4, 16, 16) and r["n"] == 4 and len(calls) == 2
     for k in ("all", "colour", "shape", "position"):
         assert 0.0 <= r[k] <= 1.0
     # a pair's noise does not depend on the other prompts in the batch
-    r1 = sample_and_score(model, clip, prompts[1:], [1], cfg=2.0, steps=2)
+    r1 = sample_and_score(model, clip, prompts[1:], [1], cfg=2.0, sampling=SamplingOptions(steps=2))
     assert torch.allclose(r1["latents"][0], r["latents"][3], atol=1e-4)

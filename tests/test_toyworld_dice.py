@@ -1,4 +1,4 @@
-"""DICE proven in the toy world, CI-sized: benchmarks/toyworld_table.py --quick on the shipped base model.
+"""DICE proven in the toy world, CI-sized: python -m benchmarks.toyworld_table --quick on the shipped base model.
 
 The refiner is trained by the DICE Train Refiner node's own code on the 54 training captions and
 evaluated on the 18 held-out combinations. Margins were chosen from measured quick runs (see the
@@ -10,8 +10,9 @@ import os
 import subprocess
 import sys
 
-import harness
 import pytest
+
+from dice_testkit import harness
 
 pytestmark = pytest.mark.slow
 # A measured quick run (108 pairs): cfg=1 0.296, cfg=5 0.852, DICE 0.750, a gain of 0.454 and a recovery
@@ -24,7 +25,7 @@ def test_quick_toyworld_table_shows_a_clear_dice_gain(tmp_path):
     out = tmp_path / "quick.json"
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run(
-        [sys.executable, os.path.join(harness.REPO, "benchmarks", "toyworld_table.py"), "--quick", "--json", str(out)],
+        [sys.executable, "-m", "benchmarks.toyworld_table", "--quick", "--json", str(out)],
         # Measured 897 s on this project's 2-core machine with the other runtime's suite on the other core
         # (single-threaded, as every test here); the limit only catches a hang.
         capture_output=True, text=True, timeout=2400, env=env, cwd=harness.REPO,

@@ -1,9 +1,7 @@
 """DICE training on tiny real ComfyUI models, through the node code. Every family's held-out check is in
 tests/test_family_*.py."""
 
-import harness
 import pytest
-import tiny_models
 import torch
 
 from dice_core.fileformat import load_refiner
@@ -12,25 +10,24 @@ from dice_core.training import (
     PromptBank,
     TrainConfig,
     TrainingData,
+    TrainingEvents,
     teacher_trajectories,
     train_refiner,
 )
-
-
-def _pack_module(comfy_nodes, suffix):
-    return harness.pack_module(suffix)
+from dice_testkit import tiny_models
 
 
 def test_pixart_refiner_keeps_each_t5_prompt_its_own_length(comfy_nodes):
     """ComfyUI's T5 emits no padding, and the refiner adds none (benchmarks/padding_study.py measured padding
     to 120 worse): prompts of different lengths train together and the refined prompt keeps its length."""
-    session = _pack_module(comfy_nodes, "nodes.training_session")
+    from dice_comfy import session
+
     patcher = tiny_models.pixart_alpha()
     prompts = [tiny_models.t5_conditioning(s, 2 + s)[0] for s in range(3)]
     uc = tiny_models.t5_conditioning(999, 0)[0]
     assert uc[0].shape[1] == 1  # "" encodes to the end token only
     cfg = TrainConfig.from_recipe("dice-pack", steps=2, batch_size=2, teacher_steps=2, samples_per_prompt=1)
-    bundle = session.run_training(patcher, prompts, uc, cfg, width=320, height=320).bundle
+    bundle = session.run_training(patcher, prompts, uc, cfg, session.SessionOptions(width=320, height=320)).bundle
     assert bundle.pad_to is None and bundle.keep_rule == "none" and bundle.pad_token is None
     refined = comfy_nodes["DiceRefineConditioning"].execute([prompts[2]], bundle, 1.0).args[0]
     assert refined[0][0].shape == prompts[2][0].shape == (1, 5, 4096)
@@ -193,7 +190,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     cfg = TrainConfig.from_recipe("paper", steps=20, batch_size=2, save_every=3)
     path = tmp_path / "ckpt.safetensors"
     with pytest.raises(NonFiniteLossError, match="step 8"):
-        train_refiner(bundle, _NaNAfter(8), bank, data, cfg, save_checkpoint=lambda b: save_refiner(str(path), b))
+        train_refiner(bundle, _NaNAfter(8), bank, data, cfg, TrainingEvents(save_checkpoint=lambda b: save_refiner(str(path), b)))
     saved = load_refiner(str(path))
     assert saved.train_step == 6 and all(torch.isfinite(v).all() for v in saved.module.state_dict().values())
 
@@ -201,7 +198,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 def test_comfy_noising_matches_the_papers_ddpm_noising(comfy_nodes):
     """Data-free latents are noised as x0 + sigma*eps (ComfyUI's parameterisation). After ComfyUI's input
     scaling this is exactly the paper's add_noise: sqrt(ab)*x0 + sqrt(1-ab)*eps at the same timestep."""
-    bridge = _pack_module(comfy_nodes, "nodes.comfy_bridge")
+    from dice_comfy import bridge
+
     patcher = tiny_models.sd15()
     denoiser = bridge.ComfyDenoiser(patcher, [tiny_models.clip_conditioning(0, 768)[0]], tiny_models.clip_conditioning(1, 768)[0],
                                     torch.device("cpu"), None, None)
@@ -274,7 +272,8 @@ def test_loss_scaling_trains_the_same_refiner_as_plain_float32():
 )
 def test_teacher_and_student_precision_follows_the_loaded_model(comfy_nodes, weights, autocast, device, expect_autocast,
                                                                  expect_scaling):
-    bridge = _pack_module(comfy_nodes, "nodes.comfy_bridge")
+    from dice_comfy import bridge
+
     patcher = tiny_models.sd15(dtype=weights)
     prompt = tiny_models.clip_conditioning(1, 768)[0]
     denoiser = bridge.ComfyDenoiser(patcher, [prompt], prompt, torch.device(device), None, None, autocast)

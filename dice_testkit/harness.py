@@ -1,4 +1,4 @@
-"""Puts a real ComfyUI on sys.path for the tests and tools (never a mock).
+"""A real ComfyUI for the tests and tools (never a mock), set up by dice_comfy.setup.
 
 COMFYUI_PATH selects a checkout; the default is the ComfyUI tree that scripts/setup_env.sh put inside
 the running interpreter's venv: .venv/ComfyUI (0.3.75) or .venv033/ComfyUI (0.33.0).
@@ -33,16 +33,19 @@ def comfyui_version(path: str | None = None) -> str:
 
 def setup_comfy(cpu: bool = True) -> str:
     """Idempotent: sys.path and CPU mode (unless cpu=False, for GPU benchmarks), by the project's one setup
-    routine (dice_cli.comfy_setup). The torchvision/torchaudio stand-ins come with the test venv
-    (tests/standins.py, installed by scripts/setup_env.sh)."""
+    routine (dice_comfy.setup). The torchvision/torchaudio stand-ins come with the test venv
+    (dice_testkit/standins.py, installed by scripts/setup_env.sh)."""
     path = comfyui_path()
-    if REPO not in sys.path:
-        sys.path.append(REPO)
-    from dice_cli.comfy_setup import setup_comfy as setup
+    from dice_comfy.setup import setup_comfy as setup
 
     setup(comfyui=path, cpu=cpu)
     return path
 
+
+# The node ids the pack must register, written out as users see them: the tests compare the pack against this
+# list, so it is deliberately not read from the pack.
+DICE_NODES = frozenset({"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner",
+                        "DiceToyWorldLoader", "DiceFastPathCheck"})
 
 _PACK_LOADED = False
 
@@ -60,12 +63,3 @@ def load_pack() -> dict:
         _PACK_LOADED = True
     return nodes.NODE_CLASS_MAPPINGS
 
-
-def pack_module(name: str):
-    """A module of the loaded pack, e.g. pack_module("nodes.training_session")."""
-    load_pack()
-    suffix = "." + name
-    for key, module in list(sys.modules.items()):
-        if key.endswith(suffix) and os.path.dirname(getattr(module, "__file__", "") or "").startswith(REPO):
-            return module
-    raise KeyError(f"pack module {name} is not loaded")

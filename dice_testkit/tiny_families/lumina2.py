@@ -2,8 +2,9 @@
 ComfyUI's Lumina 2 text encoder is Gemma-2 2B (comfy/text_encoders/lumina2.py): the tokenizer adds BOS (token 2), no end
 token and no padding (min_length=1), the encoder returns the second-to-last hidden state (width 2304) of exactly those
 tokens plus an all-ones attention_mask, and no pooled output."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "Lumina2"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -2,8 +2,9 @@
 ComfyUI's LTXV text encoder is T5-XXL (width 4096, comfy/text_encoders/lt.py + genmo.py): the tokenizer pads with T5's pad
 token to min_length=128, the encoder masks the pads in its own attention but does NOT zero their output rows, and it
 returns an attention_mask that the LTXV model applies in cross-attention."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "LTXV"
 RUNTIMES = ("0.3.75", "0.33.0")

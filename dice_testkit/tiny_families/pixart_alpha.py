@@ -2,8 +2,9 @@
 T5-XXL in ComfyUI emits no padding (the words and an end token), and the refiner adds none:
 padding to the 120 tokens PixArt-alpha was trained on measured worse (benchmarks/padding_study.py)."""
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "PixArtAlpha"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -11,7 +11,8 @@ import torch
 CLIP_TOKENS = 77
 
 
-def _init_weights(module: torch.nn.Module, seed: int) -> None:
+def init_weights(module: torch.nn.Module, seed: int) -> None:
+    """Seeded random weights for a model ComfyUI built with torch.empty layers (fan-in scaled)."""
     # ComfyUI builds layers with torch.empty: every parameter must be written.
     # The generator lives where the weights do, so a full-size GPU model initialises in seconds.
     generators: dict = {}
@@ -27,7 +28,8 @@ def _init_weights(module: torch.nn.Module, seed: int) -> None:
                 p.copy_(torch.randn(p.shape, generator=g, device=p.device) * 0.02)
 
 
-def _patcher(model):
+def as_patcher(model):
+    """A real ModelPatcher holding `model` on ComfyUI's torch device."""
     import comfy.model_management
     import comfy.model_patcher
 
@@ -41,8 +43,8 @@ def seeded_model(config_name: str, unet_config: dict, seed: int, device=None):
     import comfy.supported_models
 
     model = getattr(comfy.supported_models, config_name)(unet_config).get_model({}, device=device)
-    _init_weights(model, seed)
-    return _patcher(model)
+    init_weights(model, seed)
+    return as_patcher(model)
 
 
 @functools.cache
@@ -79,8 +81,8 @@ def sd15(seed: int = 0, context_dim: int = 768, dtype: torch.dtype = torch.float
         "use_temporal_resblock": False,
     }
     model = comfy.supported_models.SD15(unet).get_model({})
-    _init_weights(model, seed)
-    return _patcher(model)
+    init_weights(model, seed)
+    return as_patcher(model)
 
 
 def sdxl(seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -95,8 +97,8 @@ def sdxl(seed: int = 0, dtype: torch.dtype = torch.float32):
         "use_temporal_resblock": False, "num_classes": "sequential",
     }
     model = comfy.supported_models.SDXL(unet).get_model({})
-    _init_weights(model, seed)
-    return _patcher(model)
+    init_weights(model, seed)
+    return as_patcher(model)
 
 
 def pixart_alpha(seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -108,8 +110,8 @@ def pixart_alpha(seed: int = 0, dtype: torch.dtype = torch.float32):
         "dtype": dtype,
     }
     model = comfy.supported_models.PixArtAlpha(unet).get_model({})
-    _init_weights(model, seed)
-    return _patcher(model)
+    init_weights(model, seed)
+    return as_patcher(model)
 
 
 def clip_conditioning(seed: int, dim: int, batch: int = 1, tokens: int = CLIP_TOKENS, pooled: int | None = None) -> list:
@@ -198,21 +200,24 @@ class HeldOut(NamedTuple):
     grad_scaling: bool  # whether this model's precision trains with loss scaling
 
 
-def held_out_evaluation(bridge, session, patcher, bundle, held_out: list, uc: list, size: int | tuple,
-                        device=torch.device("cpu"), autocast=None, loss: str = "l1",
+def held_out_evaluation(patcher, bundle, held_out: list, uc: list, size: int | tuple, autocast=None, loss: str = "l1",
                         teacher_steps: int = 8) -> HeldOut:
-    """Judge a trained refiner on held-out prompts and fresh noise, as the tests and the GPU precision
-    check do."""
+    """Judge a trained refiner on held-out prompts and fresh noise, on ComfyUI's torch device, as the GPU
+    precision check does."""
+    from dice_comfy import internals, session
+    from dice_comfy.bridge import ComfyDenoiser
     from dice_core.training import PromptBank, TrainConfig, evaluate_distillation, teacher_trajectories
 
+    device = internals.torch_device()
+    image_size = (size, size) if isinstance(size, int) else tuple(size)  # (width, height[, frames])
     bundle.module.to(device)
-    denoiser = bridge.ComfyDenoiser(patcher, held_out, uc, device, bundle.pad_to, bundle.pad_token, autocast)
+    denoiser = ComfyDenoiser(patcher, held_out, uc, device, bundle.pad_to, bundle.pad_token, autocast)
     bank = PromptBank(c=denoiser.student_bank(), uc=bundle.pad(uc[0]))
     eval_cfg = TrainConfig.from_recipe("dice-pack", teacher_steps=teacher_steps, samples_per_prompt=2, seed=1234, batch_size=8,
                                        loss=loss)
     with torch.no_grad():
         patcher.pre_run()
-        data = teacher_trajectories(denoiser, len(held_out), session._latent_shape(patcher, *((size, size) if isinstance(size, int) else size)), eval_cfg)
+        data = teacher_trajectories(denoiser, len(held_out), session.latent_shape(patcher, *image_size), eval_cfg)
         unrefined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=0.0)
         refined = evaluate_distillation(bundle, denoiser, bank, data, eval_cfg, alpha=1.0)
         j = torch.arange(min(8, len(data)))

@@ -2,8 +2,9 @@
 ComfyUI's Wan text encoder is umT5-XXL (width 4096, comfy/text_encoders/wan.py): its tokenizer pads every prompt with
 the pad token 0 to min_length=512 (no start token; words, end token 1, pads), and the encoder masks the pads in its own
 attention and zeroes their output rows (zero_out_masked); it returns no attention_mask and no pooled output."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "WAN21_T2V"
 RUNTIMES = ("0.3.75", "0.33.0")

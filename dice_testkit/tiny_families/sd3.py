@@ -6,8 +6,9 @@ TOKENS with T5-XXL (4096, padded to at least 77 tokens, no attention mask): (1, 
 76 T5 tokens; pooled_output is CLIP-L pooled + CLIP-G pooled, (1, 2048)."""
 from __future__ import annotations
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "SD3"
 RUNTIMES = ("0.3.75", "0.33.0")

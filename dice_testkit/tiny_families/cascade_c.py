@@ -5,8 +5,9 @@ tokens per 75-word chunk (start token, words, end token, end-token padding, with
 not zeroed), and pooled_output is the projected pooled vector, (1, 1280)."""
 from __future__ import annotations
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "Stable_Cascade_C"
 RUNTIMES = ("0.3.75", "0.33.0")

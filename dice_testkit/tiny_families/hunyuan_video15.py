@@ -5,8 +5,9 @@ over a chat template and keeps only the user text onwards: the prompt's tokens p
 ("<|im_end|>", "\\n", "<|im_start|>", "assistant", "\\n"), with no padding, no pooled output, and the all-ones attention_mask
 dropped; "" is encoded as " " (6 tokens). Quoted text in the prompt also goes through ByT5-small (width 1472) into
 conditioning_byt5small."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "HunyuanVideo15"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-import harness
+from dice_testkit import harness
 
 REPO = harness.REPO
 PACK_DIR_NAME = "ComfyUI-DICE"

@@ -5,8 +5,8 @@ server with this pack, builds every graph in headless chromium through LiteGraph
 the frontend's own menu commands write: Workflow > Export (the UI format users load) and Export
 (API) (the format /prompt takes). A screenshot of each loaded graph becomes its thumbnail.
 
-    .venv/bin/python tests/build_workflows.py            # rewrite all four
-    .venv/bin/python tests/build_workflows.py dice_apply # just one
+    .venv/bin/python scripts/build_workflows.py            # rewrite all four
+    .venv/bin/python scripts/build_workflows.py dice_apply # just one
 
 tests/test_browser.py proves that loading each UI file in the frontend converts to exactly its API
 twin, and tests/test_e2e_server.py runs the API twins on a real server.
@@ -19,9 +19,7 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import harness  # noqa: E402
+from dice_testkit import harness
 
 WORKFLOWS = os.path.join(harness.REPO, "workflows")
 API_DIR = os.path.join(WORKFLOWS, "api")
@@ -264,8 +262,7 @@ BUILD_JS = """async (spec) => {
 
 
 def build(names: list[str] | None = None, out_dir: str = WORKFLOWS) -> list[str]:
-    import browser_util
-    import comfy_server
+    from dice_testkit import browser_util, comfy_server
 
     problem = browser_util.chromium_problem()
     if problem:

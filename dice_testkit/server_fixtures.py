@@ -7,9 +7,9 @@ import copy
 import json
 import os
 
-import comfy_server
-import harness
 import pytest
+
+from dice_testkit import comfy_server, harness
 
 WORKFLOWS = os.path.join(harness.REPO, "workflows")
 WORKFLOW_NAMES = ["dice_train", "dice_apply", "dice_compare", "dice_negative_prompt"]
@@ -57,7 +57,7 @@ def output_files(entry: dict, kind: str = "output") -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """The seeded tiny SD1.5 checkpoint, written once per session (or reused from $DICE_TINY_CKPT)."""
-    import make_tiny_checkpoint
+    from dice_testkit import make_tiny_checkpoint
 
     harness.setup_comfy()
     path = os.environ.get("DICE_TINY_CKPT") or str(tmp_path_factory.mktemp("ckpt") / comfy_server.TINY_CKPT_NAME)

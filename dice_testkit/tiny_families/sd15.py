@@ -1,8 +1,9 @@
 """SD 1.x: a tiny UNet (comfy.ldm.modules.diffusionmodules.openaimodel) from ComfyUI's SD15 config.
 CLIP-L emits 77 tokens per 75-word chunk: a start token, the words, then end-token padding."""
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "SD15"
 RUNTIMES = ("0.3.75", "0.33.0")

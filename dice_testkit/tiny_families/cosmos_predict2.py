@@ -1,8 +1,9 @@
 """Cosmos Predict2 text-to-image: a tiny MiniTrainDIT (comfy.ldm.cosmos.predict2) built from ComfyUI's own classes with seeded weights.
 ComfyUI's Cosmos text encoder is the old T5-XXL (width 1024, comfy/text_encoders/cosmos.py): its tokenizer pads every prompt
 with T5's pad token to min_length=512, and the encoder zeroes the padded rows (zero_out_masked) and returns an attention_mask."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "CosmosT2IPredict2"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -10,9 +10,9 @@ some missing: NaN). The VAE is TAESD-shaped (2.45M parameters), which ComfyUI re
 The images it makes are noise; it exists so that the real loader, text encoder, KSampler and
 VAE Decode run end to end in seconds on a CPU.
 
-    python tests/make_tiny_checkpoint.py OUT.safetensors [--seed 0]
+    python -m dice_testkit.make_tiny_checkpoint OUT.safetensors [--seed 0]
 
-Needs ComfyUI importable (tests/harness.py puts it on sys.path; the CLI does that itself).
+Needs ComfyUI importable (dice_testkit.harness.setup_comfy; main() calls it).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
 import torch
@@ -124,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output .safetensors path (e.g. ComfyUI/models/checkpoints/dice_tiny_sd15.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     a = parser.parse_args(argv)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import harness
+    from dice_testkit import harness
 
     harness.setup_comfy()
     t0 = time.perf_counter()

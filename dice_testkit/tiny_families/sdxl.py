@@ -1,8 +1,9 @@
 """SDXL: a tiny UNet from ComfyUI's SDXL config (linear transformer projections, ADM input 2816).
 CLIP-L and CLIP-G concatenated to 2048 per token, 77 tokens per chunk; pooled CLIP-G output (1, 1280)."""
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "SDXL"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "Chroma"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -6,8 +6,9 @@ words, then "<|im_end|>", "\\n", "<|im_start|>", "assistant", "\\n" (T = words +
 attention_mask is dropped when it has no masked element (always, for one prompt); pooled_output None."""
 from __future__ import annotations
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "QwenImage"
 RUNTIMES = ("0.3.75", "0.33.0")

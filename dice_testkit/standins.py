@@ -90,7 +90,7 @@ def install() -> None:
 
 # One line for a .pth file in a test venv's site-packages: every interpreter of that venv (pytest, the
 # ComfyUI server, torchrun ranks, the demo) then gets the stand-ins, loaded from this file by path so
-# that tests/ itself never goes on sys.path.
+# that the repo itself never goes on the venv's sys.path.
 def pth_line(path: str) -> str:
     return (f"import importlib.util as _u, sys as _s; _p = _u.spec_from_file_location('dice_standins', {path!r}); "
             "_m = _u.module_from_spec(_p); _s.modules['dice_standins'] = _m; _p.loader.exec_module(_m); _m.install()")

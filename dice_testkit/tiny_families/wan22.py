@@ -3,10 +3,10 @@ ComfyUI's own classes (WAN22_T2V -> model_base.WAN22) with seeded weights.
 Its text encoder is the same umT5-XXL as Wan 2.1 (width 4096, comfy/text_encoders/wan.py): every prompt is padded with
 pad token 0 to min_length=512 and the pad rows are zeroed (zero_out_masked); no attention_mask, no pooled output.
 The Wan 2.2 A14B high/low-noise T2V checkpoints have 16-channel in/out and detect as WAN21_T2V (see wan21.py)."""
-import tiny_models
 import torch
 
-from tiny_families import wan21
+from dice_testkit import tiny_models
+from dice_testkit.tiny_families import wan21
 
 FAMILY = "WAN22_T2V"
 RUNTIMES = ("0.3.75", "0.33.0")

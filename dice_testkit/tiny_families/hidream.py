@@ -6,8 +6,9 @@ CLIP-L + CLIP-G (1, 768+1280), and conditioning_llama3: Llama-3.1-8B's 32 layer 
 the embedding layer), start token + words padded with <|eot_id|> to at least 128 tokens, (1, 32, 128, 4096)."""
 from __future__ import annotations
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "HiDream"
 RUNTIMES = ("0.3.75", "0.33.0")

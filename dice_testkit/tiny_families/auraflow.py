@@ -5,8 +5,9 @@ prompt with pad token 1 to min_length=256 (no truncation), the encoder masks the
 padded rows (zero_out_masked), and it returns no attention_mask and no pooled output."""
 from __future__ import annotations
 
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "AuraFlow"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -3,8 +3,9 @@ ComfyUI's HunyuanDiT text encoder (comfy/text_encoders/hydit.py) runs two encode
 start 101 / end 102, padded with pad token 0 to min_length=77, rows not zeroed) gives the main tensor and an attention_mask,
 and mT5-XL (width 2048, no start token, end token 1, padded with 0 to min_length=256) gives conditioning_mt5xl and
 attention_mask_mt5xl; the model swaps every masked row of both for its learned text_embedding_padding."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "HunyuanDiT"  # HunyuanDiT 1.2 checkpoints: extra_embedder in-dim 1024 (no size/style cond) -> image_model "hydit"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -4,8 +4,9 @@ wrapped in the chat template "<|im_start|>user\\n{prompt}<|im_end|>\\n<|im_start
 start/end token, no padding) and the encoder returns the second-to-last hidden state (width 2560) of every template and
 prompt token plus an all-ones attention_mask, and no pooled output. The model itself pads the caption to a multiple of 32
 with its learned cap_pad_token."""
-import tiny_models
 import torch
+
+from dice_testkit import tiny_models
 
 FAMILY = "ZImage"
 RUNTIMES = ("0.3.75", "0.33.0")

@@ -1,4 +1,4 @@
-"""The checks every model family passes, on a tiny model of its real architecture (tests/tiny_families/).
+"""The checks every model family passes, on a tiny model of its real architecture (dice_testkit/tiny_families/).
 
 Each tests/test_family_<name>.py runs them for one family (pytest marker `families`):
 - DICE Train Refiner's training path (calc_cond_batch with the family's extra_conds) brings the held-out
@@ -17,14 +17,14 @@ from __future__ import annotations
 import json
 import os
 
-import harness
 import pytest
-import tiny_models
 import torch
 
+from dice_comfy import session
 from dice_core.fileformat import load_refiner, save_refiner
 from dice_core.refiner import count_parameters
 from dice_core.training import TrainConfig
+from dice_testkit import harness, tiny_models
 
 RESULTS = os.environ.get("DICE_FAMILY_RESULTS") or os.path.join(harness.REPO, ".family-results")
 GUIDANCE = 5.0
@@ -72,15 +72,13 @@ class Trained:
         overrides = getattr(family, "TRAINING", {})
         steps, batch_size = overrides.get("steps", steps), overrides.get("batch_size", batch_size)
         self.family = family
-        self.session = harness.pack_module("nodes.training_session")
-        self.bridge = harness.pack_module("nodes.comfy_bridge")
         self.patcher = family.build()
         self.train, self.held_out, self.uc = prompt_split(family)
         width, height, frames = size_of(family)
         cfg = TrainConfig.from_recipe("dice-pack", steps=steps, batch_size=batch_size, teacher_steps=6, samples_per_prompt=samples_per_prompt,
                                       seed=0, guidance_scale=GUIDANCE, loss="l2", warmup=warmup, lr=lr)
-        result = self.session.run_training(self.patcher, self.train, self.uc, cfg, width=width, height=height,
-                                           frames=frames)
+        result = session.run_training(self.patcher, self.train, self.uc, cfg,
+                                      session.SessionOptions(width=width, height=height, frames=frames))
         assert result.bundle.train_step == steps and len(result.losses) == steps
         self.bundle = result.bundle
 
@@ -89,7 +87,7 @@ def check_latent_shape(family, trained: Trained) -> None:
     """The data-free teacher starts from the latent the family's own empty-latent node makes."""
     import comfy.sample
 
-    shape = trained.session._latent_shape(trained.patcher, *size_of(family))
+    shape = session.latent_shape(trained.patcher, *size_of(family))
     # What the sampler hands the model: Qwen-Image's and Cosmos's 4-D empty latents become 5-D.
     sampled = comfy.sample.fix_empty_latent_channels(trained.patcher, family.empty_latent())
     assert (1, *shape) == tuple(sampled.shape)
@@ -97,9 +95,8 @@ def check_latent_shape(family, trained: Trained) -> None:
 
 def check_held_out_loss_falls(family, trained: Trained) -> None:
     width, height, frames = size_of(family)
-    held = tiny_models.held_out_evaluation(trained.bridge, trained.session, trained.patcher, trained.bundle,
-                                           trained.held_out, trained.uc, (width, height, frames), loss="l2",
-                                           teacher_steps=4)
+    held = tiny_models.held_out_evaluation(trained.patcher, trained.bundle, trained.held_out, trained.uc,
+                                           (width, height, frames), loss="l2", teacher_steps=4)
     print(f"{family.FAMILY}: held-out loss unrefined {held.unrefined:.4g} -> refined {held.refined:.4g} "
           f"({held.refined / held.unrefined:.3f}x)")
     if trained.bundle.pad_to is None:  # a padded family's student sees more tokens than the teacher, by design
@@ -154,7 +151,7 @@ def check_the_file_names_the_family(family, trained: Trained, comfy_nodes, tmp_p
     record(family, other_family_refused=other_name)
 
 
-# The tests each family module runs. A module sets `family` (its tests/tiny_families module) and
+# The tests each family module runs. A module sets `family` (its dice_testkit/tiny_families module) and
 # imports these names; pytest collects them there, and `trained` builds once per module.
 @pytest.fixture(scope="module")
 def trained(request, comfy_nodes):
