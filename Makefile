@@ -16,7 +16,7 @@ test: setup
 # README's family table rebuilt from what they recorded.
 families: setup
 	bash scripts/run_tests.sh -m families $(PYTEST_ARGS)
-	$(PY) scripts/family_table.py
+	$(PY) -m scripts.family_table
 
 lint:
 	@bash scripts/setup_env.sh 0.3.75
@@ -24,8 +24,8 @@ lint:
 
 demo:
 	@bash scripts/setup_env.sh 0.3.75
-	$(PY) scripts/demo.py
+	$(PY) -m scripts.demo
 
 bench:
 	@bash scripts/setup_env.sh 0.3.75
-	$(PY) benchmarks/run_all.py
+	$(PY) -m benchmarks.run_all

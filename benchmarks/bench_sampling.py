@@ -1,8 +1,8 @@
 """Sampling cost: the same KSampler at cfg=w on (c, uc) against cfg=1.0 on DICE-refined c.
 
 Prints one JSON line per batch size: wall time of each, model calls, and the refiner's own overhead.
-  python benchmarks/bench_sampling.py --family sd15 --res 256 --steps 4 --batch 1
-  python benchmarks/bench_sampling.py --family sdxl --res 1024 --steps 10 --batch 1 4 --device cuda --dtype fp16
+  python -m benchmarks.bench_sampling --family sd15 --res 256 --steps 4 --batch 1
+  python -m benchmarks.bench_sampling --family sdxl --res 1024 --steps 10 --batch 1 4 --device cuda --dtype fp16
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import argparse
 import json
 import statistics
 
-import common
 import torch
+
+from benchmarks import common
 
 
 def main() -> None:
@@ -28,10 +29,9 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true")
     a = ap.parse_args()
     harness = common.setup(a.device)
-    import tiny_models
-
     from dice_core.fileformat import RefinerBundle
     from dice_core.refiner import Refiner
+    from dice_testkit import tiny_models
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
     dim, pooled = (768, None) if a.family == "sd15" else (2048, 1280)
@@ -50,9 +50,8 @@ def main() -> None:
 
 
 def measure(a, patcher, refine_node, bundle, pos, neg, batch: int) -> dict:
-    import tiny_models
-
     import nodes
+    from dice_testkit import tiny_models
 
     latent = {"samples": torch.zeros(batch, 4, a.res // 8, a.res // 8)}
 

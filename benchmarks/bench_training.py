@@ -3,8 +3,8 @@
 Prints one JSON line per (mode, batch, gradient checkpointing) configuration.
 On the CPU, run one configuration per process: peak RSS cannot be reset inside a process.
 On a GPU, many configurations share one model build; peak VRAM is reset before each.
-  python benchmarks/bench_training.py --mode node --family sd15 --res 256 --batch 2 --steps 6
-  python benchmarks/bench_training.py --mode node reference --family sdxl --res 1024 --batch 1 4 16 \\
+  python -m benchmarks.bench_training --mode node --family sd15 --res 256 --batch 2 --steps 6
+  python -m benchmarks.bench_training --mode node reference --family sdxl --res 1024 --batch 1 4 16 \\
       --grad-ckpt off on --device cuda --dtype fp16
 """
 
@@ -15,10 +15,12 @@ import contextlib
 import gc
 import json
 import time
+from typing import NamedTuple
 
-import common
 import psutil
 import torch
+
+from benchmarks import common
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -41,7 +43,7 @@ def main() -> None:
     a = ap.parse_args()
     common.setup(a.device)
     torch.manual_seed(0)
-    import tiny_models
+    from dice_testkit import tiny_models
 
     if a.tiny:
         patcher = tiny_models.sd15() if a.family == "sd15" else tiny_models.sdxl()
@@ -68,14 +70,12 @@ def main() -> None:
 
 
 def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
-    import harness
-    import tiny_models
-
+    from dice_comfy import bridge
     from dice_core.fileformat import RefinerBundle
     from dice_core.refiner import Refiner
-    from dice_core.training import PromptBank, TrainConfig, teacher_trajectories, train_refiner
+    from dice_core.training import PromptBank, TrainConfig, TrainingEvents, teacher_trajectories, train_refiner
+    from dice_testkit import tiny_models
 
-    bridge = harness.pack_module("nodes.comfy_bridge")
     torch.manual_seed(0)
     dim, pooled = (768, None) if a.family == "sd15" else (2048, 1280)
     device = torch.device(a.device)
@@ -107,9 +107,9 @@ def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
             vram_before = torch.cuda.memory_allocated() / 2**20
         if mode == "node":
             stamp()
-            train_refiner(bundle, denoiser, bank, data, cfg, on_step=stamp)
+            train_refiner(bundle, denoiser, bank, data, cfg, TrainingEvents(on_step=stamp))
         else:
-            reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info, stamp)
+            reference_loop(a, patcher, ReferenceInputs(bundle, bank, data, cfg, denoiser, prompts), stamp)
     times = [b - a_ for a_, b in zip(stamps[:-1], stamps[1:])][a.warmup:]
     result = {
         "mode": mode, "family": a.family, "res": a.res, "batch": batch, "tokens": a.tokens, "grad_ckpt": grad_ckpt,
@@ -123,10 +123,23 @@ def measure(a, patcher, mode: str, batch: int, grad_ckpt: bool) -> dict:
     return result
 
 
-def reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info, stamp) -> None:
+class ReferenceInputs(NamedTuple):
+    """What the node's loop was given, for the hand-written loop to train on the same data."""
+
+    bundle: object  # RefinerBundle
+    bank: object  # PromptBank
+    data: object  # TrainingData
+    cfg: object  # TrainConfig
+    denoiser: object  # ComfyDenoiser: its sampling of the data and its precision
+    prompts: list  # CONDITIONING entries: SDXL's pooled output
+
+
+def reference_loop(a, patcher, inputs: ReferenceInputs, stamp) -> None:
     """The same maths written directly against the UNet: no calc_cond_batch, no ComfyUI wrappers."""
-    from dice_core.refiner import refine
+    from dice_core.refiner import append_dims, refine
     from dice_core.training import distillation_loss, sample_batch
+
+    bundle, bank, data, cfg, denoiser, prompts = inputs
 
     device = torch.device(a.device)
     model = patcher.model
@@ -149,8 +162,8 @@ def reference_loop(a, patcher, bundle, bank, data, cfg, denoiser, prompts, info,
     for step in range(cfg.steps):
         x, sigma, idx, target = sample_batch(denoiser, data, cfg, step)
         x, sigma, target = x.to(device), sigma.to(device), target.to(device)
-        c = refine(module, bank_c[idx.to(device)], uc_dev, 1.0, info.keep_rule)
-        s = sigma.view(-1, 1, 1, 1)
+        c = refine(module, bank_c[idx.to(device)], uc_dev, 1.0, bundle.keep_rule)
+        s = append_dims(sigma, x.ndim)
         with precision:
             eps = dm((x / (s**2 + 1).sqrt()).to(dtype), ms.timestep(sigma).float(), context=c.to(dtype),
                      **({"y": y[idx.to(device)]} if y is not None else {}))

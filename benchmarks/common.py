@@ -13,8 +13,6 @@ import time
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tests"))
-sys.path.insert(0, REPO)
 
 # What model_detection derives from real SD1.5 and SDXL checkpoints.
 SD15_UNET = {
@@ -36,8 +34,7 @@ SDXL_UNET = {
 
 
 def setup(device: str = "cpu"):
-    import harness
-    import standins
+    from dice_testkit import harness, standins
 
     # A lent card's Python has no test venv (and so no stand-ins .pth); the finder only serves what is missing.
     standins.install()
@@ -50,13 +47,14 @@ def build_full(family: str, dtype=torch.float32, seed: int = 0, device: str = "c
     """A full-size SD1.5 or SDXL UNet with seeded random weights, as a real ModelPatcher, built
     directly on `device` (a 2.6B-parameter SDXL UNet is initialised in seconds on a GPU)."""
     import comfy.supported_models
-    import tiny_models
+
+    from dice_testkit import tiny_models
 
     cfg = dict(SD15_UNET if family == "sd15" else SDXL_UNET, dtype=dtype)
     cls = comfy.supported_models.SD15 if family == "sd15" else comfy.supported_models.SDXL
     model = cls(cfg).get_model({}, device=torch.device(device))
-    tiny_models._init_weights(model, seed)
-    return tiny_models._patcher(model)
+    tiny_models.init_weights(model, seed)
+    return tiny_models.as_patcher(model)
 
 
 def peak_rss_mb() -> float:
@@ -84,16 +82,17 @@ class Timer:
         self.seconds = time.perf_counter() - self.t
 
 
-def run_child(script: str, args: list[str], timeout: int = 1800) -> dict:
+def run_child(module: str, args: list[str], timeout: int = 1800) -> dict:
     """Run one measurement in a fresh process (clean peak-memory figures); its last JSON line."""
-    return run_child_all(script, args, timeout)[-1]
+    return run_child_all(module, args, timeout)[-1]
 
 
-def run_child_all(script: str, args: list[str], timeout: int = 1800) -> list[dict]:
-    """Every JSON line a benchmark script prints, run in a fresh process."""
+def run_child_all(module: str, args: list[str], timeout: int = 1800) -> list[dict]:
+    """Every JSON line a benchmark module (e.g. "bench_sampling") prints, run as `python -m benchmarks.<module>`
+    from the repo root in a fresh process."""
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    out = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", script), *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], capture_output=True, text=True,
                          timeout=timeout, env=env, cwd=REPO)
     if out.returncode != 0:
-        raise RuntimeError(f"{script} {args} failed:\n{out.stderr[-3000:]}")
+        raise RuntimeError(f"{module} {args} failed:\n{out.stderr[-3000:]}")
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]

@@ -2,7 +2,7 @@
 
 ComfyUI 0.33 loads checkpoints as ModelPatcherDynamic on GPUs (dynamic VRAM, comfy-aimdo). That
 patcher streams weights per op and cannot be trained through, so the pack trains through core's
-non-dynamic delegate (nodes/comfy_internals.trainable_patcher). This loads the tiny SD1.5
+non-dynamic delegate (dice_comfy/internals.trainable_patcher). This loads the tiny SD1.5
 checkpoint through ComfyUI's own checkpoint loader, as Load Checkpoint does, trains a few steps with
 the node, then samples with the shared MODEL and reports:
 - whether the loaded patcher was dynamic, and which patcher trained;
@@ -11,7 +11,7 @@ the node, then samples with the shared MODEL and reports:
 - peak GPU memory.
 On the CPU (or 0.3.75) it runs the same steps and reports dynamic: false.
 Prints one JSON line.
-  COMFYUI_PATH=/path/to/ComfyUI-0.33 python benchmarks/gpu_dynamic_vram.py --device cuda
+  COMFYUI_PATH=/path/to/ComfyUI-0.33 python -m benchmarks.gpu_dynamic_vram --device cuda
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import os
 import tempfile
 import time
 
-import common
 import torch
+
+from benchmarks import common
 
 
 def main() -> None:
@@ -43,12 +44,11 @@ def _weights_digest(patcher) -> list[float]:
 
 def check(a, harness, nodes_map) -> dict:
     import comfy.sd
-    import make_tiny_checkpoint
-    import tiny_models
 
     import nodes
+    from dice_comfy import internals
+    from dice_testkit import make_tiny_checkpoint, tiny_models
 
-    internals = harness.pack_module("nodes.comfy_internals")
     path = make_tiny_checkpoint.ensure_tiny_checkpoint(os.path.join(tempfile.gettempdir(), "dice_tiny_sd15.safetensors"))
     model, clip, _vae = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True)[:3]
     dynamic = bool(getattr(model, "is_dynamic", lambda: False)())

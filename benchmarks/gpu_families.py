@@ -1,13 +1,13 @@
 """Every model family on its full-size architecture (random weights): DICE/CFG sampling time, and one
 training step of the node's loop against a hand-written loop. Prints one JSON line per family.
 
-The architectures come from tests/tiny_families/<family>.py (build(full_size=True): the published
+The architectures come from dice_testkit/tiny_families/<family>.py (build(full_size=True): the published
 config as comfy/model_detection.py reads it); --tiny uses the tiny test models instead (the CPU smoke
 test). Sampling: KSampler euler at cfg 5 on (c, uc) against cfg 1 on the refined c, same seed and
 steps, model rows counted. Training: the node's train_refiner step against refine -> calc_cond_batch
 -> loss -> backward -> AdamW written out by hand, on the same cached teacher state.
-  python benchmarks/gpu_families.py --device cuda --dtype bf16 --families sd3 wan21 qwen_image
-  python benchmarks/gpu_families.py --device cpu --tiny --families sd3
+  python -m benchmarks.gpu_families --device cuda --dtype bf16 --families sd3 wan21 qwen_image
+  python -m benchmarks.gpu_families --device cpu --tiny --families sd3
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import argparse
 import json
 import time
 
-import common
 import torch
+
+from benchmarks import common
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -33,9 +34,8 @@ def _timed(fn, device: str) -> float:
 
 
 def sampling(family, patcher, bundle, refine_node, steps: int, device: str) -> dict:
-    import tiny_models
-
     import nodes
+    from dice_testkit import tiny_models
 
     pos, neg = [family.prompt((0, 3, 6))], [family.prompt(())]
     latent = {"samples": family.empty_latent()}
@@ -55,10 +55,11 @@ def sampling(family, patcher, bundle, refine_node, steps: int, device: str) -> d
             "rows_cfg": rows[5.0], "rows_dice": rows[1.0]}
 
 
-def training(family, patcher, bundle, bridge, session, device: str, steps: int) -> dict:
+def training(family, patcher, bundle, device: str, steps: int) -> dict:
     import comfy.sampler_helpers
     import comfy.samplers
 
+    from dice_comfy import bridge
     from dice_core.refiner import refine
     from dice_core.training import PromptBank, TrainConfig, cfg_combine, distillation_loss, train_refiner
 
@@ -108,7 +109,7 @@ def training(family, patcher, bundle, bridge, session, device: str, steps: int) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--families", nargs="+", required=True, help="module names in tests/tiny_families")
+    ap.add_argument("--families", nargs="+", required=True, help="module names in dice_testkit/tiny_families")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--dtype", default="bf16", choices=list(DTYPES))
     ap.add_argument("--steps", type=int, default=4, help="sampling steps, and training steps timed")
@@ -118,23 +119,22 @@ def main() -> None:
     nodes_map = harness.load_pack()
     import importlib
 
+    from dice_comfy import session
     from dice_core.families import family_info
     from dice_core.refiner import count_parameters
 
-    bridge, session = harness.pack_module("nodes.comfy_bridge"), harness.pack_module("nodes.training_session")
     for name in a.families:
-        family = importlib.import_module(f"tiny_families.{name}")
+        family = importlib.import_module(f"dice_testkit.tiny_families.{name}")
         result = {"family": family.FAMILY, "full_size": not a.tiny, "device": a.device, "dtype": "fp32" if a.tiny else a.dtype,
                   "machine": common.machine()}
         try:
             patcher = family.build(dtype=DTYPES[a.dtype] if not a.tiny else torch.float32, full_size=not a.tiny)
             info = family_info(family.FAMILY)
-            bundle = session.new_bundle(family.EMBED_DIM, 0, info.name, info.keep_rule, info.pad_to,
-                                        family.prompt(())[0].float(), None, None)
+            bundle = session.new_bundle(family.EMBED_DIM, 0, info, family.prompt(())[0].float(), None)
             result["model_parameters"] = count_parameters(patcher.model.diffusion_model)
             with torch.inference_mode():
                 result.update(sampling(family, patcher, bundle, nodes_map["DiceRefineConditioning"], a.steps, a.device))
-            result.update(training(family, patcher, bundle, bridge, session, a.device, a.steps))
+            result.update(training(family, patcher, bundle, a.device, a.steps))
         except torch.OutOfMemoryError as e:
             result["oom"] = str(e).splitlines()[0]
         except NotImplementedError as e:  # a family whose full-size build lives in another benchmark

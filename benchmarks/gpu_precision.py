@@ -6,7 +6,7 @@ run_training, then judged on held-out prompts and fresh noise as tests/test_trai
 CPU. Also reports how far the student at alpha=0 is from the teacher's cond prediction: the two
 must share numerics, or the refiner learns rounding noise.
 Prints one JSON line per (family, precision).
-  python benchmarks/gpu_precision.py --device cuda
+  python -m benchmarks.gpu_precision --device cuda
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import argparse
 import json
 import time
 
-import common
 import torch
+
+from benchmarks import common
 
 PRECISIONS = {  # name: (weight dtype, autocast dtype)
     "fp32": (torch.float32, None),
@@ -41,12 +42,10 @@ def main() -> None:
 
 
 def check(a, harness, family: str, precision: str) -> dict:
-    import tiny_models
-
+    from dice_comfy import session
     from dice_core.training import TrainConfig
+    from dice_testkit import tiny_models
 
-    session = harness.pack_module("nodes.training_session")
-    bridge = harness.pack_module("nodes.comfy_bridge")
     weight_dtype, autocast = PRECISIONS[precision]
     dim, pooled = (768, None) if family == "sd15" else (2048, 1280)
     build = tiny_models.sd15 if family == "sd15" else tiny_models.sdxl
@@ -58,10 +57,10 @@ def check(a, harness, family: str, precision: str) -> dict:
     size = 64
     cfg = TrainConfig.from_recipe("dice-pack", steps=a.steps, batch_size=8, teacher_steps=8, samples_per_prompt=2, seed=0)
     t0 = time.perf_counter()
-    result = session.run_training(patcher, train_prompts, uc, cfg, width=size, height=size, autocast_dtype=autocast)
+    result = session.run_training(patcher, train_prompts, uc, cfg,
+                                  session.SessionOptions(width=size, height=size, autocast_dtype=autocast))
     train_s = time.perf_counter() - t0
-    judged = tiny_models.held_out_evaluation(bridge, session, patcher, result.bundle, held_out, uc, size,
-                                             torch.device(a.device), autocast)
+    judged = tiny_models.held_out_evaluation(patcher, result.bundle, held_out, uc, size, autocast)
     return {
         "family": family, "precision": precision, "device": a.device, "machine": common.machine(),
         "grad_scaling": judged.grad_scaling, "train_steps": a.steps, "train_s": train_s,

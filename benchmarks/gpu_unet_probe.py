@@ -5,7 +5,7 @@ two ways: the GPU's own time between CUDA events, and the host's wall time per c
 at most 1 - t(b)/t(2b) of a sampling step; where the host time exceeds the GPU time, the step is
 bound by kernel launches, not by arithmetic, and halving the rows saves little.
 Prints one JSON line per (family, batch).
-  python benchmarks/gpu_unet_probe.py --family sd15 --res 512 --batch 1 2 4 8 --device cuda --dtype fp16
+  python -m benchmarks.gpu_unet_probe --family sd15 --res 512 --batch 1 2 4 8 --device cuda --dtype fp16
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import json
 import statistics
 import time
 
-import common
 import torch
+
+from benchmarks import common
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -13,16 +13,18 @@ reported: the padded prompt at strength 0 over the unpadded one (what padding al
 Prompts unseen in training are split into validation (the choice is made there) and test (reported
 once), over several seeded tiny models; the 95% intervals bootstrap (model, prompt) pairs.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/padding_study.py [--models 4] [--json out.json]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.padding_study [--models 4] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
-import common
 import torch
+
+from benchmarks import common
 
 GUIDANCE = 5.0
 ARMS = {"pad 120": 120, "no padding": None}
@@ -44,29 +46,31 @@ def per_prompt_loss(bundle, denoiser, bank, data, cfg, alpha: float, num_prompts
     return total / count
 
 
-def train_arm(session, bridge, patcher, prompts, uc, pad_to, cfg):
-    """What nodes.training_session.run_training does, with the padding chosen here instead of by the family."""
+def train_arm(patcher, prompts, uc, pad_to, cfg):
+    """What dice_comfy.session.run_training does, with the padding chosen here instead of by the family."""
+    from dice_comfy import bridge, session
+    from dice_core.families import family_info
     from dice_core.training import PromptBank, teacher_trajectories, train_refiner
 
-    pad_token = uc[0][0, -1].clone() if pad_to else None
-    bundle = session.new_bundle(uc[0].shape[-1], cfg.seed, "PixArtAlpha", "none", pad_to, uc[0].float().clone(), pad_token,
-                                None)
-    denoiser = bridge.ComfyDenoiser(patcher, prompts, uc, torch.device("cpu"), pad_to, pad_token, None)
+    info = dataclasses.replace(family_info("PixArtAlpha"), pad_to=pad_to)
+    bundle = session.new_bundle(uc[0].shape[-1], cfg.seed, info, uc[0], None)
+    denoiser = bridge.ComfyDenoiser(patcher, prompts, uc, torch.device("cpu"), pad_to, bundle.pad_token, None)
     bank = PromptBank(c=denoiser.student_bank().float(), uc=bundle.pad(uc[0]).float(), lengths=denoiser.student_lengths)
-    data = teacher_trajectories(denoiser, len(prompts), session._latent_shape(patcher, 320, 320), cfg)
+    data = teacher_trajectories(denoiser, len(prompts), session.latent_shape(patcher, 320, 320), cfg)
     return train_refiner(bundle, denoiser, bank, data, cfg).bundle
 
 
-def evaluate_model(session, bridge, patcher, prompts, cfg, eval_cfg) -> dict:
+def evaluate_model(patcher, prompts, cfg, eval_cfg) -> dict:
     """Train both arms on one model; each arm's per-prompt losses on the unseen prompts at alpha 0 and 1."""
+    from dice_comfy import bridge, session
     from dice_core.training import PromptBank, teacher_trajectories
 
     train, evaluation, uc = prompts
     with bridge.trainable_view(patcher, False):
-        bundles = {arm: train_arm(session, bridge, patcher, train, uc, pad_to, cfg) for arm, pad_to in ARMS.items()}
+        bundles = {arm: train_arm(patcher, train, uc, pad_to, cfg) for arm, pad_to in ARMS.items()}
         plain = bridge.ComfyDenoiser(patcher, evaluation, uc, torch.device("cpu"), None, None, None)
         with torch.no_grad():
-            data = teacher_trajectories(plain, len(evaluation), session._latent_shape(patcher, 320, 320), eval_cfg)
+            data = teacher_trajectories(plain, len(evaluation), session.latent_shape(patcher, 320, 320), eval_cfg)
         figures = {}
         for arm, bundle in bundles.items():
             denoiser = bridge.ComfyDenoiser(patcher, evaluation, uc, torch.device("cpu"), bundle.pad_to, bundle.pad_token, None)
@@ -90,12 +94,10 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
 
     harness = common.setup("cpu")
-    import tiny_models
-    from tiny_families import pixart_alpha as family
-
     from dice_core.training import TrainConfig
+    from dice_testkit import tiny_models
+    from dice_testkit.tiny_families import pixart_alpha as family
 
-    session, bridge = harness.pack_module("nodes.training_session"), harness.pack_module("nodes.comfy_bridge")
     train_words, unseen = tiny_models.vocab_split(n_train=20, n_held_out=7)
     splits = {"validation": list(range(3)), "test": list(range(3, 7))}
     # Every third training prompt drops its last word, so the prompts come in two lengths, as text does.
@@ -110,7 +112,7 @@ def main(argv=None) -> dict:
     rows = []  # one per (model, unseen prompt)
     for model_seed in range(a.models):
         patcher = tiny_models.pixart_alpha(seed=model_seed)
-        figures = evaluate_model(session, bridge, patcher, (train, evaluation, uc), cfg, eval_cfg)
+        figures = evaluate_model(patcher, (train, evaluation, uc), cfg, eval_cfg)
         unrefined = figures["no padding"][0.0]
         for i in range(len(evaluation)):
             split = "validation" if i in splits["validation"] else "test"

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 HEADER = """# Benchmarks
 
@@ -145,7 +142,7 @@ def _padding(study: dict) -> list[str]:
 
 
 def write_benchmarks_md(results: dict, path: str) -> None:
-    import toyworld_table
+    from benchmarks import toyworld_table
 
     lines = [HEADER]
     for key, section in results.items():

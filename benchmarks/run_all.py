@@ -1,11 +1,11 @@
 """`make bench`: every CPU benchmark, then benchmarks/results.json and BENCHMARKS.md are rewritten.
 
-  python benchmarks/run_all.py                 # everything (about an hour on a 2-core CPU)
-  python benchmarks/run_all.py --only toyworld sampling
-  python benchmarks/run_all.py --only padding      # T5 padding study, about 3 minutes
+  python -m benchmarks.run_all                 # everything (about an hour on a 2-core CPU)
+  python -m benchmarks.run_all --only toyworld sampling
+  python -m benchmarks.run_all --only padding      # T5 padding study, about 3 minutes
 GPU figures come from benchmarks/run_gpu.py on a lent card; its JSON-lines output is kept under
 benchmarks/gpu_runs/ and merged into the same files, keyed by card:
-  python benchmarks/run_all.py --merge-gpu benchmarks/gpu_runs/*.jsonl
+  python -m benchmarks.run_all --merge-gpu benchmarks/gpu_runs/*.jsonl
 """
 
 from __future__ import annotations
@@ -14,10 +14,9 @@ import argparse
 import datetime
 import json
 import os
-import sys
 
-import common
-from report import write_benchmarks_md
+from benchmarks import common
+from benchmarks.report import write_benchmarks_md
 
 RESULTS = os.path.join(common.REPO, "benchmarks", "results.json")
 
@@ -27,7 +26,7 @@ def sampling(device: str) -> dict:
     # 256 px at batch 1 and 2, and 512 px (2 steps, so that it finishes) where the CPU is compute-bound.
     for res, batch, steps, repeats in ((256, 1, 4, 3), (256, 2, 4, 3), (512, 1, 2, 2)):
         name = f"sd15_{res}px_batch{batch}"
-        runs[name] = common.run_child("bench_sampling.py", ["--family", "sd15", "--res", str(res), "--steps", str(steps),
+        runs[name] = common.run_child("bench_sampling", ["--family", "sd15", "--res", str(res), "--steps", str(steps),
                                                             "--batch", str(batch), "--repeats", str(repeats), "--device", device])
         print(json.dumps(runs[name]), flush=True)
     return runs
@@ -39,12 +38,12 @@ def training(device: str) -> dict:
     # by several percent between processes). Peak memory: each loop alone in a fresh process, since
     # peak RSS cannot be reset inside one.
     args = ["--family", "sd15", "--res", "128", "--batch", "2", "--steps", "6", "--warmup", "2", "--device", device]
-    timed = common.run_child_all("bench_training.py", ["--mode", "node", "reference", "node", "reference", *args])
+    timed = common.run_child_all("bench_training", ["--mode", "node", "reference", "node", "reference", *args])
     runs = {mode: [r for r in timed if r["mode"] == mode] for mode in ("node", "reference")}
     node = dict(min(runs["node"], key=lambda r: r["s_per_step"]))
     ref = dict(min(runs["reference"], key=lambda r: r["s_per_step"]))
     for r in (node, ref):
-        alone = common.run_child("bench_training.py", ["--mode", r["mode"], *args])
+        alone = common.run_child("bench_training", ["--mode", r["mode"], *args])
         r["peak_rss_mb"], r["rss_before_loop_mb"] = alone["peak_rss_mb"], alone["rss_before_loop_mb"]
     out = {"node": node, "reference": ref, "step_ratio_node_over_reference": node["s_per_step"] / ref["s_per_step"],
            "peak_rss_ratio": node["peak_rss_mb"] / ref["peak_rss_mb"],
@@ -59,7 +58,7 @@ def cost_curve(device: str) -> list[dict]:
     grid = [dict(base), dict(base, batch=2), dict(base, batch=4), dict(base, res=256), dict(base, tokens=154),
             dict(base, tokens=231)]
     for p in grid:
-        r = common.run_child("bench_training.py", ["--mode", "node", "--family", "sd15", "--res", str(p["res"]), "--batch",
+        r = common.run_child("bench_training", ["--mode", "node", "--family", "sd15", "--res", str(p["res"]), "--batch",
                                                     str(p["batch"]), "--tokens", str(p["tokens"]), "--steps", "3", "--warmup",
                                                     "1", "--device", device])
         points.append(r)
@@ -68,8 +67,7 @@ def cost_curve(device: str) -> list[dict]:
 
 
 def toyworld(quick: bool) -> dict:
-    sys.path.insert(0, os.path.join(common.REPO, "benchmarks"))
-    import toyworld_table
+    from benchmarks import toyworld_table
 
     args = ["--grid", os.path.join(common.REPO, "docs", "toyworld_grid.png")]
     return toyworld_table.main(args + (["--quick"] if quick else []))
@@ -77,7 +75,7 @@ def toyworld(quick: bool) -> dict:
 
 def padding(device: str) -> dict:
     """Padded against unpadded T5 prompts for the refiner, on tiny PixArt-alpha (benchmarks/padding_study.py)."""
-    import padding_study
+    from benchmarks import padding_study
 
     result = padding_study.main(["--models", "8"])
     # Its own date: a `--only padding` run must not restamp the other CPU figures.

@@ -4,8 +4,8 @@ Trains DICE refiners with the pack's own DICE Train Refiner node on the shipped 
 samples held-out prompts (combinations never seen in training) with KSampler (nodes.common_ksampler,
 euler, 20 steps) for every method and scores each image with the exact analyser.
 
-  python benchmarks/toyworld_table.py            # full: 2 refiner seeds, 18 prompts x 20 seeds = 360 pairs
-  python benchmarks/toyworld_table.py --quick    # CI-sized: 1 refiner seed, fewer steps and pairs
+  python -m benchmarks.toyworld_table            # full: 2 refiner seeds, 18 prompts x 20 seeds = 360 pairs
+  python -m benchmarks.toyworld_table --quick    # CI-sized: 1 refiner seed, fewer steps and pairs
 Writes JSON (--json), a Markdown table (--md) and a comparison grid PNG (--grid).
 """
 
@@ -15,36 +15,46 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 
 
 def setup():
-    from toyworld.comfy_env import setup_comfy
+    from dice_comfy.setup import setup_comfy
 
     setup_comfy(pytorch_attention=True)
-    import harness
+    from dice_testkit import harness
 
     return harness.load_pack()
 
 
-def train_refiner_with_node(nodes_map, model, clip, captions, steps, seed, batch_size, lr, samples_per_prompt, recipe="dice-pack",
-                            loss="auto"):
+@dataclass(frozen=True)
+class NodeSettings:
+    """The DICE Train Refiner inputs this table varies; the rest are the teacher's (cfg 5, euler 20, 128 px)."""
+
+    steps: int
+    seed: int
+    batch_size: int
+    lr: float  # 0: the recipe's
+    samples_per_prompt: int
+    recipe: str = "dice-pack"
+    loss: str = "auto"
+
+
+def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSettings):
     """Exactly what a user's DICE Train Refiner node does, with the node's own code."""
     node = nodes_map["DiceTrainRefiner"]
     t0 = time.time()
     with torch.inference_mode():  # as ComfyUI's executor runs every node
         out = node.execute(
-            model, clip=clip, prompts="\n".join(captions), prompts_file="(none)", steps=steps, batch_size=batch_size,
-            guidance_scale=5.0, recipe=recipe, learning_rate=lr, loss=loss, seed=seed, width=128, height=128,
-            samples_per_prompt=samples_per_prompt, teacher_steps=20, save_every=0, filename_prefix="toyworld_bench",
-            gradient_checkpointing=False, autocast="none",
+            model, clip=clip, prompts="\n".join(captions), prompts_file="(none)", steps=settings.steps,
+            batch_size=settings.batch_size, guidance_scale=5.0, recipe=settings.recipe, learning_rate=settings.lr,
+            loss=settings.loss, seed=settings.seed, width=128, height=128, samples_per_prompt=settings.samples_per_prompt,
+            teacher_steps=20, save_every=0, filename_prefix="toyworld_bench", gradient_checkpointing=False, autocast="none",
         )
     return out.args[0], out.args[1], time.time() - t0
 
@@ -100,9 +110,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(a.threads)
 
     nodes_map = setup()
-    import tiny_models
-
     import nodes
+    from dice_testkit import tiny_models
     from toyworld import world
     from toyworld.comfy_objects import load_toy_world
     from toyworld.evaluate import sample_and_score
@@ -119,8 +128,8 @@ def main(argv=None) -> dict:
 
     def run(name, cfg, transform=None, negative=None, note="", seeds=None):
         counter = tiny_models.CallCounter()
-        r = sample_and_score(counter.attach(model), clip, prompts, seeds or eval_seeds, cfg, steps=20,
-                             positive_transform=transform, negative=negative)
+        r = sample_and_score(counter.attach(model), clip, prompts, seeds or eval_seeds, cfg, positive_transform=transform,
+                             negative=negative)
         images = r["n"]
         rows[name] = {
             "method": name, "cfg": cfg, "nfe": sum(counter.batches) / images, "all": r["all"], "colour": r["colour"],
@@ -153,8 +162,8 @@ def main(argv=None) -> dict:
     for seed in refiner_seeds:
         print(f"training refiner seed {seed}: {steps} steps, batch {a.batch_size}, {len(world.TRAIN_CAPTIONS)} training prompts",
               flush=True)
-        bundle, loss_img, seconds = train_refiner_with_node(nodes_map, model, clip, world.TRAIN_CAPTIONS, steps, seed,
-                                                             a.batch_size, a.lr, spp, a.recipe, a.loss)
+        settings = NodeSettings(steps, seed, a.batch_size, a.lr, spp, a.recipe, a.loss)
+        bundle, loss_img, seconds = train_refiner_with_node(nodes_map, model, clip, world.TRAIN_CAPTIONS, settings)
         refiners[seed] = {"bundle": bundle, "train_seconds": seconds, "final_loss": statistics.mean(bundle.loss_history[-50:])}
         with torch.inference_mode():
             run(f"DICE cfg=1 (seed {seed})", 1.0, transform=lambda cond, b=bundle: refine_node.execute(cond, b, 1.0).args[0],

@@ -16,13 +16,10 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-sys.path.insert(0, os.path.join(REPO, "tests"))
 OUT = os.path.join(REPO, "demo_out")
 PROMPT = "a blue square at the bottom"  # a held-out combination: the base model never saw it in training
 
@@ -49,7 +46,7 @@ def toy_workflow(name: str, refiner_file: str, seed: int) -> dict:
 
 
 def run_workflows(refiner_path: str) -> list[str]:
-    from comfy_server import ComfyServer
+    from dice_testkit.comfy_server import ComfyServer
 
     written = []
     with tempfile.TemporaryDirectory(prefix="dice-demo-") as base:
@@ -74,7 +71,7 @@ def main() -> None:
     ap.add_argument("--skip-server", action="store_true")
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
-    import toyworld_table
+    from benchmarks import toyworld_table
 
     refiner = os.path.join(OUT, "toyworld_refiner.safetensors")
     toyworld_table.main([

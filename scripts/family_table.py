@@ -1,12 +1,12 @@
 """Rebuild the README's model-family table from what the family tests proved.
 
 `make families` runs every tests/test_family_*.py on both runtimes; each passing check writes its
-figures to .family-results/<ComfyUI version>/<family>.json (tests/family_checks.py). This script turns
+figures to .family-results/<ComfyUI version>/<family>.json (dice_testkit/family_checks.py). This script turns
 those records into the table between the README's family-table markers. A family is listed as tested
 on a runtime only if every check passed there; nothing in the table is typed by hand.
 
-    python scripts/family_table.py            # rewrite README.md
-    python scripts/family_table.py --print    # print the table only
+    python -m scripts.family_table            # rewrite README.md
+    python -m scripts.family_table --print    # print the table only
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import importlib
 import json
 import os
 import pkgutil
-import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNTIMES = ("0.3.75", "0.33.0")
@@ -25,9 +24,9 @@ START, END = "<!-- family-table:start -->", "<!-- family-table:end -->"
 
 
 def family_modules() -> list:
-    import tiny_families
+    from dice_testkit import tiny_families
 
-    return [importlib.import_module(f"tiny_families.{m.name}") for m in pkgutil.iter_modules(tiny_families.__path__)]
+    return [importlib.import_module(f"dice_testkit.tiny_families.{m.name}") for m in pkgutil.iter_modules(tiny_families.__path__)]
 
 
 def records(results: str) -> dict:
@@ -78,7 +77,6 @@ def main() -> None:
     parser.add_argument("--results", default=os.path.join(REPO, ".family-results"))
     parser.add_argument("--print", action="store_true", help="print the table instead of rewriting README.md")
     args = parser.parse_args()
-    sys.path[:0] = [REPO, os.path.join(REPO, "tests")]  # a script run from a checkout: the pack and its test models
     text = table(args.results)
     if args.print:
         print(text)

@@ -1,8 +1,8 @@
 """ComfyUI objects for the toy world: a real MODEL, CLIP and a VAE-like object.
 
-This is the only toyworld module that imports ComfyUI. ComfyUI must already be importable (on
-sys.path, with `comfy.cli_args.args.cpu = True` set before `comfy.model_management` was first
-imported when there is no GPU); the project's test harness and the scripts in this package do that.
+This is the only toyworld module that imports ComfyUI. ComfyUI must already be importable, with
+`comfy.cli_args.args.cpu = True` set before `comfy.model_management` was first imported when there is
+no GPU: dice_comfy.setup.setup_comfy does that, for the tests and for the scripts in this package.
 
 MODEL  `comfy.supported_models.SD15(TOY_UNET_CONFIG).get_model({})`: a genuine SD1.5-family
        BaseModel (eps prediction, SD1.5's scaled-linear 1000-step schedule) holding a small

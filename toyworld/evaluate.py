@@ -1,6 +1,6 @@
 """Sample with ComfyUI's own sampler and score text-image alignment exactly.
 
-`sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, ...)` runs
+`sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, sampling, ...)` runs
 `nodes.common_ksampler` and scores every (prompt, seed) pair with world.analyse.
 
 Pair definition: the pair (prompt, seed) starts from the noise ComfyUI's KSampler draws for a
@@ -15,6 +15,7 @@ CLI (prints the cfg table on the held-out prompts):
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -45,9 +46,19 @@ def _batch_conditioning(conds):
     return [[torch.cat(tensors, 0), extra]]
 
 
-def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, steps=20, sampler="euler",
-                     scheduler="normal", positive_transform=None, negative_prompt="", negative=None,
-                     progress=False):
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How KSampler runs: the teacher's settings by default (euler, normal, 20 steps, empty negative)."""
+
+    steps: int = 20
+    sampler: str = "euler"
+    scheduler: str = "normal"
+    negative_prompt: str = ""  # encoded as the negative when no negative CONDITIONING is given
+    progress: bool = False  # ComfyUI's console progress bar
+
+
+def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: SamplingOptions | None = None,
+                     positive_transform=None, negative=None):
     """Generate one image per (prompt, seed) with nodes.common_ksampler and score it.
 
     model: a ComfyUI MODEL (ModelPatcher), e.g. load_toy_world()[0].
@@ -55,9 +66,10 @@ def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, steps=20, samp
         text -> CONDITIONING.
     prompts: world captions ("a red cross on the left", ...); their attributes are the targets.
     seeds: ints. cfg: float (cfg=1 makes ComfyUI skip the unconditional pass).
+    sampling: steps, sampler, scheduler (default SamplingOptions()).
     positive_transform: optional CONDITIONING -> CONDITIONING applied to each prompt's own
         batch-1 positive conditioning (once per prompt), e.g. a DICE refiner.
-    negative: CONDITIONING to use as negative; default: the encoding of negative_prompt ("").
+    negative: CONDITIONING to use as negative; default: the encoding of sampling.negative_prompt ("").
 
     Returns a dict: "all", "colour", "shape", "position" (accuracies over all pairs), "iou",
     "n", "latents" (N, 4, 16, 16) with row i * len(seeds) + j for (prompts[i], seeds[j]),
@@ -67,6 +79,7 @@ def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, steps=20, samp
 
     import nodes
 
+    sampling = sampling or SamplingOptions()
     prompts, seeds = list(prompts), list(seeds)
     targets = [world.parse_caption(p) for p in prompts]
     if any(t is None for t in targets):
@@ -81,17 +94,17 @@ def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, steps=20, samp
         pos.append(c)
     positive = _batch_conditioning(pos)
     if negative is None:
-        negative = encode(negative_prompt)
+        negative = encode(sampling.negative_prompt)
     n = len(prompts)
     latent = {"samples": torch.zeros(n, world.LATENT_CHANNELS, world.RES, world.RES), "batch_index": [0] * n}
 
     t0 = time.time()
     old_pbar = comfy.utils.PROGRESS_BAR_ENABLED
-    comfy.utils.PROGRESS_BAR_ENABLED = bool(progress)
+    comfy.utils.PROGRESS_BAR_ENABLED = sampling.progress
     out = torch.empty(n, len(seeds), world.LATENT_CHANNELS, world.RES, world.RES)
     try:
         for j, seed in enumerate(seeds):
-            res = nodes.common_ksampler(model, int(seed), steps, float(cfg), sampler, scheduler,
+            res = nodes.common_ksampler(model, int(seed), sampling.steps, float(cfg), sampling.sampler, sampling.scheduler,
                                         positive, negative, latent)[0]["samples"]
             out[:, j] = res.float().cpu()
     finally:
@@ -136,7 +149,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args(argv)
 
-    from .comfy_env import setup_comfy
+    from dice_comfy.setup import setup_comfy
+
     setup_comfy(pytorch_attention=True)
     torch.set_num_threads(a.threads)
     from . import comfy_objects as co
@@ -148,8 +162,7 @@ def main(argv=None):
           f"{a.sampler}/{a.scheduler}, {a.steps} steps")
     print(f"{'cfg':>5} {'all':>6} {'colour':>7} {'shape':>6} {'pos':>6} {'iou':>6} {'sec':>6}")
     for cfg in a.cfg:
-        r = sample_and_score(model, clip, prompts, seeds, cfg, steps=a.steps, sampler=a.sampler,
-                             scheduler=a.scheduler)
+        r = sample_and_score(model, clip, prompts, seeds, cfg, SamplingOptions(a.steps, a.sampler, a.scheduler))
         print(f"{cfg:5.1f} {r['all']:6.3f} {r['colour']:7.3f} {r['shape']:6.3f} {r['position']:6.3f} "
               f"{r['iou']:6.3f} {r['seconds']:6.1f}", flush=True)
 

@@ -26,8 +26,10 @@ import time
 
 import torch
 
+from dice_comfy.setup import setup_comfy
+from dice_core.refiner import append_dims
+
 from . import world
-from .comfy_env import setup_comfy
 from .text_encoder import ToyTextEncoder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -120,7 +122,7 @@ def main(argv=None):
         c = E[:2]
         x0 = model.apply_model(x, s, c_crossattn=c)
         eps = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=c)
-        assert torch.allclose(x0, x - eps * s.view(-1, 1, 1, 1), atol=1e-4), "training path != apply_model"
+        assert torch.allclose(x0, x - eps * append_dims(s, x0.ndim), atol=1e-4), "training path != apply_model"
     co.init_unet_weights(dm, a.seed)
 
     dm.train().requires_grad_(True)
@@ -155,7 +157,7 @@ def main(argv=None):
         t = torch.randint(0, len(sigmas), (a.batch,), generator=g)
         s = sigmas[t]
         noise = torch.randn(x0.shape, generator=g)
-        x = x0 + s.view(-1, 1, 1, 1) * noise
+        x = x0 + append_dims(s, x0.ndim) * noise
         pred = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=c)
         loss = ((pred - noise).pow(2).mean((1, 2, 3)) * wtab[t]).mean()
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,1 @@
+"""The benchmark scripts, run from the repo root as `python -m benchmarks.<name>` (make bench)."""

@@ -1,0 +1,1 @@
+"""The project's scripts, run from the repo root as `python -m scripts.<name>` (make demo, make families)."""
