@@ -58,6 +58,8 @@ class Page:
         self.page_errors: list[str] = []
         page.on("console", lambda m: self.console.append((m.type, m.text)))
         page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        self.responses: list[tuple[str, int]] = []  # (url, status) of every response the page received
+        page.on("response", lambda r: self.responses.append((r.url, r.status)))
 
     def open(self, url: str, timeout_ms: int = 60_000) -> Page:
         self.page.goto(url, wait_until="domcontentloaded", timeout=timeout_ms)
@@ -97,6 +99,23 @@ class Page:
         """What opening a workflow file does: app.loadGraphData with validation and the missing-node checks."""
         self.evaluate("async ([data, name]) => { await window.app.loadGraphData(data, true, true, name); }", [data, name])
         self.page.wait_for_timeout(300)
+
+    def queue_and_wait(self, server, timeout: float = 120) -> dict:
+        """Press Queue in the page (app.queuePrompt) and wait for the prompt's finished /history entry."""
+        import time
+
+        before = set(server.get("/history"))
+        started = time.monotonic()
+        self.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
+        while time.monotonic() - started < timeout:
+            hist = server.get("/history")
+            new = [k for k in hist if k not in before]
+            if new and hist[new[0]].get("status", {}).get("completed"):
+                return hist[new[0]]
+            if new and hist[new[0]].get("status", {}).get("status_str") == "error":
+                raise RuntimeError(f"the queued prompt failed: {hist[new[0]]['status']}")
+            time.sleep(0.3)
+        raise TimeoutError(f"no finished prompt within {timeout} s; page dialogs: {self.dialogs()}\n{server.log_tail()}")
 
     def fit_and_screenshot(self, path: str) -> str:
         self.evaluate("""() => { const c = window.app.canvas; c.deselectAll?.(); c.setDirty(true, true); }""")

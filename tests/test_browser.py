@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.parse
 
 import pytest
 
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.browser
 
 DICE_NODES = sorted(harness.DICE_NODES)
 DOCS_SCREENSHOT = os.path.join(harness.REPO, "docs", "screenshot_train.png")
+# DICE_UPDATE_SCREENSHOT=1 also keeps the template browser's screenshots, one per runtime, under docs/screenshots/.
+SCREENSHOTS = os.path.join(harness.REPO, "docs", "screenshots")
 
 # Checks on the graph the frontend built: every link joins existing nodes' existing slots of compatible types.
 LINK_CHECK_JS = """() => {
@@ -141,22 +144,6 @@ def test_train_workflow_screenshot(page, tmp_path):
     assert os.path.getsize(screenshot) > 20_000
 
 
-def _queue_from_page(page, server, timeout: float = 120) -> dict:
-    """Press Queue in the page (app.queuePrompt) and wait for the prompt's finished /history entry."""
-    before = set(server.get("/history"))
-    started = time.monotonic()
-    page.evaluate("async () => { await window.app.queuePrompt(0, 1); }")
-    while time.monotonic() - started < timeout:
-        hist = server.get("/history")
-        new = [k for k in hist if k not in before]
-        if new and hist[new[0]].get("status", {}).get("completed"):
-            return hist[new[0]]
-        if new and hist[new[0]].get("status", {}).get("status_str") == "error":
-            pytest.fail(f"the queued prompt failed: {hist[new[0]]['status']}")
-        time.sleep(0.3)
-    pytest.fail(f"no finished prompt within {timeout} s; page dialogs: {page.dialogs()}\n{server.log_tail()}")
-
-
 def test_queueing_apply_from_the_page_saves_its_image(page, request):
     # Requested here, not as arguments: session fixtures would otherwise train before `page` can skip.
     server = request.getfixturevalue("comfy_server_proc")
@@ -166,7 +153,7 @@ def test_queueing_apply_from_the_page_saves_its_image(page, request):
     overrides = {**TEST_OVERRIDES, "DiceLoadRefiner": {"refiner_name": trained_refiner["name"]},
                  "KSampler": {**TEST_OVERRIDES["KSampler"], "seed": int(time.time()) % 100_000}}  # never a cache hit
     page.evaluate(SET_WIDGETS_JS, overrides)
-    entry = _queue_from_page(page, server)
+    entry = page.queue_and_wait(server)
     images = output_files(entry)
     assert len(images) == 1
     path = server.path("output", images[0]["subfolder"], images[0]["filename"])
@@ -182,7 +169,7 @@ def test_training_from_the_page_previews_the_loss_plot_on_the_train_node(page, r
     overrides = {**TEST_OVERRIDES, "DiceTrainRefiner": {**TEST_OVERRIDES["DiceTrainRefiner"], "seed": int(time.time()) % 100_000},
                  "DiceSaveRefiner": {"filename_prefix": "dice_browser_run"}}
     page.evaluate(SET_WIDGETS_JS, overrides)
-    entry = _queue_from_page(page, server, timeout=240)
+    entry = page.queue_and_wait(server, timeout=240)
     train_id = next(k for k, n in entry["prompt"][2].items() if n["class_type"] == "DiceTrainRefiner")
     assert [img["type"] for img in entry["outputs"][train_id]["images"]] == ["temp"]
     # The frontend got the preview for that node and shows it there: both frontends keep a node's images in
@@ -198,3 +185,73 @@ def test_training_from_the_page_previews_the_loss_plot_on_the_train_node(page, r
         arg=save_id, timeout=30_000).json_value()
     assert message.startswith("saved models/dice/dice_browser_run_"), message
     page.fit_and_screenshot(str(tmp_path / "train_node_loss_plot.png"))
+
+
+def _screenshot_path(tmp_path, name: str) -> str:
+    if os.environ.get("DICE_UPDATE_SCREENSHOT") == "1":
+        os.makedirs(SCREENSHOTS, exist_ok=True)
+        return os.path.join(SCREENSHOTS, f"{name}_comfyui-{harness.comfyui_version()}.png")
+    return str(tmp_path / f"{name}.png")
+
+
+# The frontends fetch each thumbnail and show it from a blob: URL, with the template's name as its alt text.
+THUMBNAILS_JS = """(prefix) => ({
+    shown: Array.from(document.querySelectorAll('img[alt]')).filter(i => i.complete && i.naturalWidth > 0)
+        .map(i => ({name: i.alt, width: i.naturalWidth, height: i.naturalHeight})),
+})"""
+
+
+def _open_pack_templates(page) -> None:
+    """Templates (the sidebar button, or its command), then the pack's entry under Extensions."""
+    page.close_dialogs()
+    page.command("Comfy.BrowseTemplates")
+    page.page.get_by_text(comfy_server.PACK_DIR_NAME, exact=True).first.click()
+    page.page.wait_for_timeout(500)
+
+
+def test_template_browser_lists_every_template_with_its_thumbnail(page, tmp_path):
+    """Both frontends (1.32 on 0.3.75, 1.49 on 0.33) list custom-node templates from workflows/ and load the
+    <name>.jpg beside each; without one a card shows a placeholder."""
+    _open_pack_templates(page)
+    names = sorted(WORKFLOW_NAMES)
+    for name in names:
+        assert page.page.get_by_text(name, exact=True).first.is_visible(), f"{name} is not listed"
+    prefix = f"/workflow_templates/{comfy_server.PACK_DIR_NAME}/"
+    page.page.wait_for_function(
+        f"(names) => ({THUMBNAILS_JS})({json.dumps(prefix)}).shown.filter(i => names.includes(i.name)).length >= names.length",
+        arg=names, timeout=30_000)
+    found = page.evaluate(THUMBNAILS_JS, prefix)
+    from PIL import Image
+
+    for name in names:
+        with Image.open(os.path.join(harness.REPO, "workflows", f"{name}.jpg")) as jpg:
+            expected = {"name": name, "width": jpg.width, "height": jpg.height}
+        assert expected in found["shown"], f"{name}: the card does not show workflows/{name}.jpg ({found['shown']})"
+        served = {urllib.parse.urlsplit(url).path for url, status in page.responses if status == 200}
+        assert served & {f"/api{prefix}{name}.jpg", f"{prefix}{name}.jpg"}, [r for r in page.responses if prefix in r[0]]
+    page.page.screenshot(path=_screenshot_path(tmp_path, "template_browser"))
+    page.close_dialogs()
+
+
+def test_toy_template_runs_from_the_template_browser(page, request, tmp_path):
+    """The template that needs no model file: opened from the template browser and queued from the page, it
+    trains a refiner on the toy world and saves cfg 1 | cfg 5 | DICE side by side."""
+    server = request.getfixturevalue("comfy_server_proc")
+    _open_pack_templates(page)
+    page.page.locator('img[alt="dice_toyworld"]').first.click()  # the card's thumbnail
+    page.page.wait_for_function("() => window.app.graph.nodes.some(n => n.type === 'DiceToyWorldLoader')", timeout=30_000)
+    page.close_dialogs()
+    assert not [d for d in page.dialogs() if "missing" in d.lower()], page.dialogs()
+    # Shorter than the shipped 300 steps, so that two CPU cores finish in seconds; sizes stay as shipped.
+    page.evaluate(SET_WIDGETS_JS, {
+        "DiceTrainRefiner": {"steps": 4, "batch_size": 4, "samples_per_prompt": 1, "teacher_steps": 3,
+                             "seed": int(time.time()) % 100_000},
+        "KSampler": {"steps": 3}, "EmptyLatentImage": {"batch_size": 1},
+    })
+    entry = page.queue_and_wait(server, timeout=300)
+    (image,) = output_files(entry)
+    from PIL import Image
+
+    with Image.open(server.path("output", image["subfolder"], image["filename"])) as saved:
+        assert saved.size == (3 * 128 + 2 * 8, 128), saved.size  # three 128 px panels, 8 px apart
+    page.fit_and_screenshot(_screenshot_path(tmp_path, "toy_template_run"))

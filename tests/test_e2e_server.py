@@ -115,8 +115,8 @@ def test_train_workflow_writes_a_refiner_to_models_dice(comfy_server_proc, train
     assert trained_refiner["name"] in combo_options(info["DiceLoadRefiner"], "refiner_name")
 
 
-def _run_and_check_image(server, name: str, size: tuple[int, int]) -> str:
-    api = with_overrides(load_api_workflow(name), TEST_OVERRIDES)
+def _run_and_check_image(server, name: str, size: tuple[int, int], overrides: dict | None = None) -> str:
+    api = with_overrides(load_api_workflow(name), overrides or TEST_OVERRIDES)
     entry = server.run(api, timeout=120)
     images = output_files(entry)
     assert len(images) == 1, entry.get("outputs")
@@ -141,6 +141,16 @@ def test_compare_workflow_saves_both_images_side_by_side(comfy_server_proc, trai
     spacing = load_api_workflow("dice_compare")
     spacing = next(n["inputs"]["spacing_width"] for n in spacing.values() if n["class_type"] == "ImageStitch")
     _run_and_check_image(comfy_server_proc, "dice_compare", (64 * 2 + spacing, 64))
+
+
+def test_toyworld_workflow_needs_no_model_file_and_saves_three_panels(comfy_server_proc):
+    """The template that runs as shipped: it trains on the bundled toy model, so no checkpoint or refiner file."""
+    api = load_api_workflow("dice_toyworld")
+    assert not [n for n in api.values() if n["class_type"] in ("CheckpointLoaderSimple", "DiceLoadRefiner")]
+    spacing = {n["inputs"]["spacing_width"] for n in api.values() if n["class_type"] == "ImageStitch"}
+    assert len(spacing) == 1
+    overrides = {**TEST_OVERRIDES, "EmptyLatentImage": {**TEST_OVERRIDES["EmptyLatentImage"], "batch_size": 1}}
+    _run_and_check_image(comfy_server_proc, "dice_toyworld", (64 * 3 + 2 * spacing.pop(), 64), overrides)
 
 
 def test_fast_path_check_warns_in_the_console_only_when_the_fast_path_is_off(comfy_server_proc, trained_refiner):
