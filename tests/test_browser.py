@@ -255,3 +255,42 @@ def test_toy_template_runs_from_the_template_browser(page, request, tmp_path):
     with Image.open(server.path("output", image["subfolder"], image["filename"])) as saved:
         assert saved.size == (3 * 128 + 2 * 8, 128), saved.size  # three 128 px panels, 8 px apart
     page.fit_and_screenshot(_screenshot_path(tmp_path, "toy_template_run"))
+
+
+def _open_help(page, node_id: str, display_name: str) -> None:
+    """Open a node's help page as a user does. 0.33's frontend (1.49): select the node on the canvas and press
+    Node Info in the selection toolbox. 0.3.75's (1.32), which has no such button: the node library, search
+    for the node, and its help (?) button."""
+    page.close_dialogs()
+    page.evaluate("""(id) => { const g = window.app.graph; g.clear();
+        const n = window.LiteGraph.createNode(id); g.add(n); n.pos = [200, 200];
+        window.app.canvas.selectNode(n); window.app.canvas.setDirty(true, true); }""", node_id)
+    page.page.wait_for_timeout(500)
+    info = page.page.get_by_label("Node Info")
+    if info.count():
+        info.first.click()
+        return
+    page.command("Workspace.ToggleSidebarTab.node-library")
+    page.page.get_by_placeholder("Search Nodes...").first.fill(display_name)
+    leaf = page.page.locator(".tree-leaf", has_text=display_name).first
+    leaf.hover()
+    leaf.locator(".help-button").click()
+
+
+@pytest.mark.parametrize("node_id", DICE_NODES)
+def test_each_nodes_help_page_opens_in_the_frontend(page, node_id, tmp_path):
+    """The frontend fetches web/docs/<NodeId>.md through the pack's WEB_DIRECTORY and renders its sections."""
+    display_name = page.evaluate("(id) => window.LiteGraph.registered_node_types[id].title", node_id)
+    mark = len(page.responses)
+    _open_help(page, node_id, display_name)
+    page.page.wait_for_function("""() => Array.from(document.querySelectorAll('h2'))
+        .map(h => h.innerText.trim()).includes('Common errors')""", timeout=30_000)
+    headings = page.evaluate("() => Array.from(document.querySelectorAll('h1, h2')).map(h => h.innerText.trim())")
+    assert display_name in headings and {"What it does", "Inputs", "What to expect", "Common errors"} <= set(headings)
+    served = {urllib.parse.urlsplit(url).path for url, status in page.responses[mark:] if status == 200}
+    assert f"/extensions/{comfy_server.PACK_DIR_NAME}/docs/{node_id}.md" in served, served
+    if node_id == "DiceTrainRefiner":
+        page.page.screenshot(path=_screenshot_path(tmp_path, "help_page"))
+    if page.page.get_by_label("Node Info").count() == 0:  # 0.3.75: back to the node list, and close the library
+        page.page.locator("button:has(.pi-arrow-left)").first.click()
+        page.command("Workspace.ToggleSidebarTab.node-library")
