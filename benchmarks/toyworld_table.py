@@ -12,6 +12,7 @@ Writes JSON (--json), a Markdown table (--md) and a comparison grid PNG (--grid)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -45,11 +46,40 @@ class NodeSettings:
     loss: str = "auto"
 
 
+@contextlib.contextmanager
+def console_progress(training_steps: int):
+    """The node's progress bar on the console, as ComfyUI's server shows it in the page: the node reports one
+    bar over teacher sampling and then training, so the last `training_steps` units are training."""
+    import comfy.utils
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def hook(value, total, preview=None, node_id=None):
+        teacher_total = total - training_steps
+        phase, done, size = (("teacher sampling", value, teacher_total) if value <= teacher_total or not training_steps
+                              else ("training", value - teacher_total, training_steps))
+        if phase == "training" and "teacher sampling" in bars:
+            bars.pop("teacher sampling").close()
+        bar = bars.get(phase) or bars.setdefault(phase, tqdm(total=size, desc=f"  {phase}", unit="step", mininterval=2.0,
+                                                           dynamic_ncols=True))
+        bar.update(done - bar.n)
+
+    saved = comfy.utils.PROGRESS_BAR_HOOK
+    comfy.utils.set_progress_bar_global_hook(hook)
+    try:
+        yield
+    finally:
+        comfy.utils.set_progress_bar_global_hook(saved)
+        for bar in bars.values():
+            bar.close()
+
+
 def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSettings):
     """Exactly what a user's DICE Train Refiner node does, with the node's own code."""
     node = nodes_map["DiceTrainRefiner"]
     t0 = time.time()
-    with torch.inference_mode():  # as ComfyUI's executor runs every node
+    with torch.inference_mode(), console_progress(settings.steps):  # inference mode: as ComfyUI's executor runs nodes
         out = node.execute(
             model, clip=clip, prompts="\n".join(captions), prompts_file="(none)", steps=settings.steps,
             batch_size=settings.batch_size, guidance_scale=5.0, recipe=settings.recipe, learning_rate=settings.lr,
