@@ -166,6 +166,84 @@ def spec_toyworld() -> list[dict]:
     ]
 
 
+# Wan 2.1 T2V 1.3B as ComfyUI's own Wan templates load it (Comfy-Org's repackaged files).
+WAN_REPO = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+WAN_FILES = {  # loader: (file, models/ folder)
+    "UNETLoader": ("wan2.1_t2v_1.3B_fp16.safetensors", "diffusion_models"),
+    "CLIPLoader": ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders"),
+    "VAELoader": ("wan_2.1_vae.safetensors", "vae"),
+}
+VIDEO_PROMPT = "a red fox running through fresh snow in a birch forest, morning light"
+VIDEO_TRAIN_PROMPTS = "\n".join([
+    "# one prompt per line; video prompts like the ones you will generate",
+    "a red fox running through fresh snow in a birch forest",
+    "waves breaking on a rocky coast at sunset, aerial shot",
+    "a paper boat drifting down a rain-filled street",
+    "a hot air balloon rising over green hills at dawn",
+    "a chef tossing vegetables in a flaming wok, close-up",
+    "time-lapse of clouds moving over a mountain lake",
+    "a cat jumping onto a bookshelf in a cozy library",
+    "neon signs reflected in puddles on a city street at night",
+])
+
+NOTE_VIDEO = """## DICE for a video model (Wan 2.1 T2V 1.3B)
+
+Video families pay most for CFG: every step runs the whole clip twice. A refiner trained on this model
+lets **KSampler run at cfg 1.0**, one pass per step.
+
+1. **Load Diffusion Model / Load CLIP / Load VAE**: Wan 2.1 T2V 1.3B as ComfyUI's own Wan templates load
+   it (ComfyUI-Manager offers the three files). **ModelSamplingSD3** (shift 8) goes before both the
+   trainer and the sampler, so the teacher is the model you sample.
+2. **DICE Train Refiner** with your kind of prompts. Train small: the teacher's cost grows with
+   width x height x *frames* (320 x 320 and 9 frames here); the refiner works on the text, so it
+   applies at any size and length.
+3. **DICE Refine Conditioning**, then **KSampler at cfg 1.0** on an 832 x 480, 33-frame latent, and
+   **Save Animated WEBP**.
+
+Train once per checkpoint; save the refiner with **DICE Save Refiner** and load it with **DICE Load
+Refiner** next time instead of training again.
+"""
+
+
+def spec_video() -> list[dict]:
+    loaders = [
+        {"key": "unet", "type": "UNETLoader", "pos": [0, 40], "title": "Load Diffusion Model", "widgets": {"unet_name": WAN_FILES["UNETLoader"][0]}},
+        {"key": "clip", "type": "CLIPLoader", "pos": [0, 200], "title": "Load CLIP", "widgets": {"clip_name": WAN_FILES["CLIPLoader"][0],
+                                                                           "type": "wan"}},
+        {"key": "vae", "type": "VAELoader", "pos": [0, 380], "title": "Load VAE", "widgets": {"vae_name": WAN_FILES["VAELoader"][0]}},
+    ]
+    return [
+        _note(NOTE_VIDEO, [0, -330], [1500, 300]),
+        *loaders,
+        {"key": "shift", "type": "ModelSamplingSD3", "pos": [340, 40], "title": "ModelSamplingSD3 (shift 8)", "inputs": {"model": ("unet", 0)},
+         "widgets": {"shift": 8.0}},
+        {"key": "train", "type": "DiceTrainRefiner", "pos": [340, 160], "size": [400, 700],
+         "inputs": {"model": ("shift", 0), "clip": ("clip", 0)},
+         "widgets": {"prompts": VIDEO_TRAIN_PROMPTS, "steps": 1000, "batch_size": 4, "guidance_scale": 6.0, "seed": 0,
+                     "width": 320, "height": 320, "frames": 9, "samples_per_prompt": 2, "teacher_steps": 20,
+                     "save_every": 250, "filename_prefix": "dice_wan21"}},
+        {"key": "save", "type": "DiceSaveRefiner", "pos": [1260, 520], "inputs": {"refiner": ("train", 0)},
+         "widgets": {"filename_prefix": "dice_wan21", "keep_optimizer_state": False}},
+        {"key": "pos", "type": "CLIPTextEncode", "pos": [800, 40], "size": [400, 150], "title": "Prompt",
+         "inputs": {"clip": ("clip", 0)}, "widgets": {"text": VIDEO_PROMPT}},
+        {"key": "refine", "type": "DiceRefineConditioning", "pos": [800, 240],
+         "inputs": {"positive": ("pos", 0), "refiner": ("train", 0)}, "widgets": {"strength": 1.0}},
+        {"key": "zero", "type": "ConditioningZeroOut", "pos": [800, 400], "title": "Negative: unused at cfg 1.0",
+         "inputs": {"conditioning": ("pos", 0)}},
+        {"key": "latent", "type": "EmptyHunyuanLatentVideo", "pos": [800, 480], "title": "Empty video latent (Wan)",
+         "widgets": {"width": 832, "height": 480, "length": 33, "batch_size": 1}},
+        {"key": "ks", "type": "KSampler", "pos": [1260, 40], "title": "KSampler (cfg 1.0 + DICE)",
+         "inputs": {"model": ("shift", 0), "positive": ("refine", 0), "negative": ("zero", 0), "latent_image": ("latent", 0)},
+         "widgets": {"seed": SEED, "control_after_generate": "fixed", "steps": 30, "cfg": 1.0, "sampler_name": "uni_pc",
+                     "scheduler": "simple", "denoise": 1.0}},
+        {"key": "decode", "type": "VAEDecode", "pos": [1560, 40], "title": "VAE Decode",
+         "inputs": {"samples": ("ks", 0), "vae": ("vae", 0)}},
+        {"key": "out", "type": "SaveAnimatedWEBP", "pos": [1560, 160], "size": [420, 420], "title": "Save Animated WEBP",
+         "inputs": {"images": ("decode", 0)},
+         "widgets": {"filename_prefix": "DICE/wan21", "fps": 16.0, "lossless": False, "quality": 90, "method": "default"}},
+    ]
+
+
 def _toy_train_captions() -> list[str]:
     from toyworld import world
 
@@ -288,6 +366,9 @@ def node_properties(node_type: str) -> dict:
         props = {"cnr_id": "comfy-core", "ver": harness.comfyui_version()}
     if node_type == "CheckpointLoaderSimple":
         props["models"] = [{"name": CKPT, "url": CKPT_URL, "directory": "checkpoints"}]
+    if node_type in WAN_FILES:
+        name, folder = WAN_FILES[node_type]
+        props["models"] = [{"name": name, "url": f"{WAN_REPO}/{folder}/{name}", "directory": folder}]
     return props
 
 
@@ -297,6 +378,7 @@ SPECS = {
     "dice_compare": spec_compare,
     "dice_negative_prompt": spec_negative,
     "dice_toyworld": spec_toyworld,
+    "dice_video_wan21": spec_video,
 }
 
 BUILD_JS = """async (spec) => {

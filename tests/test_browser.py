@@ -63,13 +63,17 @@ def _models_the_workflows_name(server, trained_refiner: dict) -> None:
 
     The frontend of ComfyUI 0.33 (1.49) marks a node with errors when a model combo names a file the
     server does not list (its missing-model check); 0.3.75's frontend (1.32) does not look. The tiny
-    checkpoint stands in under the workflows' checkpoint name, and the refiner the train workflow saved
+    checkpoint stands in under each model name the workflows load, and the refiner the train workflow saved
     (dice_refiner_00001.safetensors) is already the name the apply workflows load."""
+    loaders = {"CheckpointLoaderSimple": ("ckpt_name", "checkpoints"), "UNETLoader": ("unet_name", "diffusion_models"),
+               "CLIPLoader": ("clip_name", "text_encoders"), "VAELoader": ("vae_name", "vae")}
     for name in WORKFLOW_NAMES:
         for node in load_api_workflow(name).values():
-            ckpt = node["inputs"].get("ckpt_name") if node["class_type"] == "CheckpointLoaderSimple" else None
-            link = server.path("models", "checkpoints", ckpt) if ckpt else None
-            if link and not os.path.exists(link):
+            widget, folder = loaders.get(node["class_type"], (None, None))
+            model = node["inputs"].get(widget) if widget else None
+            link = server.path("models", folder, model) if model else None
+            if link and not os.path.exists(link):  # a stand-in file under the name (only the listing is checked)
+                os.makedirs(os.path.dirname(link), exist_ok=True)
                 os.symlink(server.path("models", "checkpoints", comfy_server.TINY_CKPT_NAME), link)
             refiner = node["inputs"].get("refiner_name") if node["class_type"] == "DiceLoadRefiner" else None
             assert refiner in (None, trained_refiner["name"]), f"{name} loads {refiner}, which the train workflow does not make"

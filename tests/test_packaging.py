@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
@@ -236,7 +237,10 @@ def test_every_shipped_workflow_names_the_pack_of_each_node_and_the_model_to_fet
             expected = (project["name"], project["version"]) if node["type"].startswith("Dice") else ("comfy-core",)
             assert (props.get("cnr_id"), props.get("ver"))[: len(expected)] == expected, f"{where}: {props}"
             assert props.get("ver"), where
-            if node["type"] == "CheckpointLoaderSimple":
+            folder = {"CheckpointLoaderSimple": "checkpoints", "UNETLoader": "diffusion_models",
+                      "CLIPLoader": "text_encoders", "VAELoader": "vae"}.get(node["type"])
+            if folder:  # every loader of a model file says where to fetch it
                 (model,) = props["models"]
-                assert model["name"] == node["widgets_values"][0] and model["directory"] == "checkpoints", where
-                assert model["url"].startswith("https://") and model["name"] in model["url"], where
+                assert model["name"] == node["widgets_values"][0] and model["directory"] == folder, where
+                url = urllib.parse.urlsplit(model["url"])
+                assert url.scheme == "https" and url.path.endswith(f"/{model['name']}"), where
