@@ -6,6 +6,7 @@ import logging
 
 from dice_core.families import check_same_family, family_info
 from dice_core.fileformat import RefinerBundle
+from dice_core.refiner import is_zeroed_out
 
 from .bridge import encode_prompt, family_of
 
@@ -20,6 +21,14 @@ def uc_from_negative(negative) -> object | None:
     if len(negative) > 1:
         log.warning("DICE: negative CONDITIONING has %d entries; the first is used as uc", len(negative))
     return negative[0][0]
+
+
+ZERO_NEGATIVE_WARNING = (
+    "DICE: the negative connected to DICE Refine Conditioning is all zeros (ConditioningZeroOut), but this refiner "
+    "was trained against a text prompt's embedding and has never seen a zero uc, so its guidance is untested there. "
+    "Disconnect the negative to use the uc the refiner was trained with, or connect a text negative; to use zeroed "
+    "negatives, train the refiner with the same ConditioningZeroOut connected to DICE Train Refiner's negative."
+)
 
 
 def check_refiner_fits(refiner: RefinerBundle, model) -> None:
@@ -39,6 +48,8 @@ def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strengt
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
     uc = uc_from_negative(negative)
+    if is_zeroed_out(uc) and not is_zeroed_out(refiner.null_uc):
+        log.warning(ZERO_NEGATIVE_WARNING)
     out = []
     for tensor, extras in positive:
         out.append([refiner.refine(tensor, uc, strength), extras.copy()])

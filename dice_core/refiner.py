@@ -112,6 +112,13 @@ def append_dims(values: torch.Tensor, ndim: int) -> torch.Tensor:
     return values.view(-1, *[1] * (ndim - 1))
 
 
+def is_zeroed_out(t: torch.Tensor | None) -> bool:
+    """An embedding that is exactly zero, as ComfyUI's ConditioningZeroOut makes the negative (SDXL-era and newer
+    workflows feed it to KSampler). No text encoder produces one, so a refiner has seen it only if it was
+    trained against it."""
+    return t is not None and t.numel() > 0 and not bool(torch.count_nonzero(t))
+
+
 def pad_tokens(t: torch.Tensor, length: int, pad_token: torch.Tensor) -> torch.Tensor:
     """Extend (B,T,D) to `length` tokens with `pad_token` (D,), for encoders that emit no padding (T5)."""
     missing = length - t.shape[1]

@@ -104,6 +104,9 @@ def test_pages_quote_the_errors_the_code_raises(comfy_nodes):
     assert str(flux.value) in refine and str(flux.value) in train
 
     from dice_comfy import fast_path
+    from dice_comfy.conditioning import ZERO_NEGATIVE_WARNING
+
+    assert ZERO_NEGATIVE_WARNING in refine
     check = flat(page("DiceFastPathCheck"))
     assert fast_path.CFG1_DISABLED_WARNING in check
     assert fast_path.CFG_ABOVE_1_WARNING.replace("%.3g", "<cfg>") in check

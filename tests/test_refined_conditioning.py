@@ -91,3 +91,62 @@ def test_refined_conditioning_samples_at_cfg_1_with_one_pass_per_step(comfy_node
     nodes.common_ksampler(counter.attach(getattr(tiny_models, family)()), 3, 3, 5.0, "euler", "normal", cond,
                           negative, latent)
     assert counter.batches == [2, 2, 2], "cfg 5 sends cond and uncond: twice the rows"
+
+
+def test_is_zeroed_out_is_exactly_the_all_zero_tensor():
+    from dice_core.refiner import is_zeroed_out
+
+    assert is_zeroed_out(torch.zeros(1, 77, 8))
+    tiny = torch.zeros(1, 77, 8)
+    tiny[0, 5, 3] = 1e-30
+    assert not is_zeroed_out(tiny) and not is_zeroed_out(None) and not is_zeroed_out(torch.zeros(1, 0, 8))
+
+
+def _zeroed(conditioning):
+    """ComfyUI's own ConditioningZeroOut, as SDXL-era workflows feed KSampler's negative."""
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS["ConditioningZeroOut"]().zero_out(conditioning)[0]
+
+
+def test_a_zeroed_negative_warns_unless_the_refiner_was_trained_against_one(comfy_nodes, caplog):
+    from dice_comfy.conditioning import ZERO_NEGATIVE_WARNING
+
+    refine = comfy_nodes["DiceRefineConditioning"]
+    positive = tiny_models.clip_conditioning(1, 2048, pooled=1280)
+    negative = _zeroed(tiny_models.clip_conditioning(2, 2048, pooled=1280))
+    trained_on_text = _bundle("SDXL", 2048)
+    with caplog.at_level("WARNING", logger="ComfyUI-DICE"):
+        out = refine.execute(positive, trained_on_text, 1.0, negative).args[0]
+    assert ZERO_NEGATIVE_WARNING in caplog.messages
+    assert "ConditioningZeroOut" in ZERO_NEGATIVE_WARNING and "Disconnect the negative" in ZERO_NEGATIVE_WARNING
+    # A warning, not a change: the zero uc is still what the refiner is given.
+    assert torch.equal(out[0][0], trained_on_text.refine(positive[0][0], negative[0][0], 1.0))
+
+    caplog.clear()
+    trained_on_zeros = _bundle("SDXL", 2048)
+    trained_on_zeros.null_uc = torch.zeros(1, 77, 2048)
+    with caplog.at_level("WARNING", logger="ComfyUI-DICE"):
+        refine.execute(positive, trained_on_zeros, 1.0, negative)
+        refine.execute(positive, trained_on_text, 1.0, tiny_models.clip_conditioning(2, 2048, pooled=1280))
+    assert ZERO_NEGATIVE_WARNING not in caplog.messages
+
+
+def test_training_against_a_zeroed_negative_stores_the_zero_uc(comfy_nodes, comfy_dirs, caplog):
+    """DICE Train Refiner with ConditioningZeroOut as its negative distils CFG against that zero uc; the refiner
+    then takes the same zeroed negative without a warning."""
+    patcher = tiny_models.sd15(seed=1)
+    prompts = tiny_models.clip_conditioning(3, 768) + tiny_models.clip_conditioning(4, 768)
+    negative = _zeroed(tiny_models.clip_conditioning(5, 768))
+    with torch.inference_mode():
+        bundle = comfy_nodes["DiceTrainRefiner"].execute(
+            patcher, prompts="", prompts_file="(none)", steps=2, batch_size=2, guidance_scale=5.0, recipe="dice-pack",
+            learning_rate=0.0, loss="auto", seed=0, width=64, height=64, samples_per_prompt=1, teacher_steps=2,
+            save_every=0, filename_prefix="zeroed", gradient_checkpointing=False, autocast="none",
+            conditioning=prompts, negative=negative).args[0]
+    assert bundle.null_uc is not None and not torch.count_nonzero(bundle.null_uc)
+    from dice_comfy.conditioning import ZERO_NEGATIVE_WARNING
+
+    with caplog.at_level("WARNING", logger="ComfyUI-DICE"):
+        comfy_nodes["DiceRefineConditioning"].execute([prompts[0]], bundle, 1.0, negative)
+    assert ZERO_NEGATIVE_WARNING not in caplog.messages
