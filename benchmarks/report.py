@@ -141,6 +141,35 @@ def _padding(study: dict) -> list[str]:
     return lines
 
 
+def _controls(section: dict) -> list[str]:
+    dial = section["dial"]
+    pairs = dial["pairs"]
+
+    def cell(arm: dict) -> str:
+        low, high = arm["recovery_ci95"]
+        return (f"{arm['strength']:.3g} | {arm['accuracy']:.3f} | **{arm['recovery']:.2f}** [{low:.2f}, {high:.2f}] | "
+                f"{arm['distance_over_cfg1']:.2f}")
+
+    lines = [f"Measured {section.get('date', '?')} on {_machine(section.get('machine', {}))} "
+             "(`python -m benchmarks.run_all --only controls`, benchmarks/dial_study.py). "
+             f"One refiner trained at w = {dial['w_train']:g} ({dial['train_steps']} steps), then CFG at w against DICE at "
+             f"cfg 1 with strength set for w: *linear* is strength = (w - 1) / (w_train - 1), fixed in advance; "
+             f"*calibrated* is the grid strength whose images were closest to CFG's at w from the same noise on the "
+             f"validation seeds ({pairs['validation']} pairs). Figures on the test seeds ({pairs['test']} pairs): accuracy; "
+             "recovery = (DICE - cfg 1) / (CFG at w - cfg 1) with a bootstrap 95% interval over prompts; and *distance*, "
+             "the mean squared RGB distance to CFG at w's images over cfg 1's (below 1: nearer CFG at w than cfg 1 is). "
+             f"Goal: {dial['goal']}.", "",
+             "| w | CFG at w | cfg 1 | linear: strength | accuracy | recovery | distance | calibrated: strength | accuracy | "
+             "recovery | distance |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in dial["rows"]:
+        lines.append(f"| {r['guidance_scale']:g} | {r['cfg_w']:.3f} | {r['cfg1']:.3f} | {cell(r['linear'])} | "
+                     f"{cell(r['calibrated'])} |")
+    test = dial["accuracy_by_strength"]["test"]
+    lines += ["", "DICE accuracy by strength (test): " + ", ".join(
+        f"{k.removeprefix('dice@')}: {v:.3f}" for k, v in sorted(test.items(), key=lambda kv: float(kv[0][5:])))]
+    return lines
+
+
 def write_benchmarks_md(results: dict, path: str) -> None:
     from benchmarks import toyworld_table
 
@@ -166,6 +195,9 @@ def write_benchmarks_md(results: dict, path: str) -> None:
         if "padding" in section:
             lines += ["### T5 prompts: padded or not (tiny PixArt-alpha, benchmarks/padding_study.py)", ""]
             lines += _padding(section["padding"]) + [""]
+        if "controls" in section:
+            lines += ["### Guidance dial: one refiner against CFG at other scales (toy world)", ""]
+            lines += _controls(section["controls"]) + [""]
         if "cost_curve" in section:
             lines += ["### Training cost curve (node loop, full-size SD1.5 UNet)", ""] + _cost(section["cost_curve"]) + [""]
     extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")

@@ -82,6 +82,14 @@ def padding(device: str) -> dict:
     return {**{k: v for k, v in result.items() if k != "rows"}, "date": datetime.date.today().isoformat()}
 
 
+def controls(device: str) -> dict:
+    """The controls people use at sampling time (issue 14): so far the guidance dial (benchmarks/dial_study.py)."""
+    from benchmarks import dial_study
+
+    result = dial_study.main([])
+    return {"dial": result, "machine": common.machine(), "date": datetime.date.today().isoformat()}
+
+
 def merge_gpu(files: list[str], results: dict) -> None:
     """Fold run_gpu.py's records into results.json: later files replace earlier figures for the same
     measurement; every training-grid run is kept, because single launch-bound steps are noisy."""
@@ -105,7 +113,8 @@ def merge_gpu(files: list[str], results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve", "padding"], default=None)
+    ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve", "padding", "controls"],
+                    default=None)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick-toyworld", action="store_true")
     ap.add_argument("--merge-gpu", nargs="+", metavar="JSONL", help="merge run_gpu.py output instead of measuring")
@@ -120,10 +129,10 @@ def main() -> None:
         return
     key = "cpu" if a.device == "cpu" else f"gpu:{common.machine().get('gpu', a.device)}"
     section = results.setdefault(key, {})
-    if a.only != ["padding"]:  # the padding study carries its own machine and date; the section's stay
+    if not set(a.only or []) <= {"padding", "controls"}:  # these carry their own machine and date; the section's stay
         section["machine"] = common.machine()
         section["date"] = datetime.date.today().isoformat()
-    todo = a.only or ["sampling", "training", "cost_curve", "padding", "toyworld"]
+    todo = a.only or ["sampling", "training", "cost_curve", "padding", "controls", "toyworld"]
     for name in todo:
         print(f"== {name}", flush=True)
         if name == "toyworld":
