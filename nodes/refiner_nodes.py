@@ -87,8 +87,9 @@ class DiceRefineConditioning(io.ComfyNode):
                     min=0.0,
                     max=3.0,
                     step=0.05,
-                    tooltip="alpha in c' = c + alpha*R(c, uc). 1.0 reproduces the guidance the refiner was trained for; "
-                    "higher sharpens more. 0 returns the prompt exactly as it came in. The refined prompt keeps its token "
+                    tooltip="alpha in c' = c + alpha*R(c, uc). 1.0 reproduces the guidance the refiner was trained for, lower "
+                    "gives less; above about 1.5 images get worse, not more guided (measured). 0 returns the prompt exactly as "
+                    "it came in. The refined prompt keeps its token "
                     "count (only an older PixArt refiner file saved with a pad length pads it first).",
                 ),
                 io.Conditioning.Input(

@@ -71,7 +71,7 @@ NOTE_APPLY = """## DICE: sample at cfg 1.0 with a refiner
 1. **DICE Load Refiner** picks a refiner from `models/dice` (train one with **dice_train.json**).
    Use it with the checkpoint it was trained for.
 2. **DICE Refine Conditioning** rewrites your prompt embedding: `c' = c + strength * R(c, uc)`.
-   *strength* 1.0 reproduces the guidance the refiner learned; higher sharpens more.
+   *strength* 1.0 reproduces the guidance the refiner learned; lower gives less (above about 1.5 images get worse).
 3. **KSampler at cfg 1.0**: ComfyUI then skips the unconditional pass, so every step costs one
    model call instead of two. The negative input is unused at cfg 1.0 (it is zeroed here).
 
