@@ -21,8 +21,6 @@ from dataclasses import dataclass
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def setup():
     from dice_comfy.setup import setup_comfy
