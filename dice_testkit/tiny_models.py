@@ -56,6 +56,14 @@ def token_tables(dim: int, positions: int, seed: int, vocab: int | None = None) 
     return torch.randn(vocab or VOCAB_SIZE, dim, generator=g), 0.3 * torch.randn(positions, dim, generator=g)
 
 
+def llm_prompt(ids: list[int], dim: int, vocab: int | None = None) -> list:
+    """A CONDITIONING entry as ComfyUI's LLM text encoders give it (Lumina 2's Gemma, Z-Image's Qwen3): one row per
+    token id, no padding, no pooled output and an all-ones attention_mask."""
+    table, positions = token_tables(dim, len(ids), 4242 + dim, vocab=vocab)
+    c = (table[ids] + positions)[None]
+    return [c, {"pooled_output": None, "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}]
+
+
 def context_tokens(ids: list[int], dim: int, seed: int, causal: bool, min_positions: int) -> torch.Tensor:
     """(len(ids), dim) token vectors plus positions plus a context term: each token also carries the mean of the
     tokens it attends to (causal for CLIP and Llama, all tokens for T5), so end and pad rows depend on the prompt.

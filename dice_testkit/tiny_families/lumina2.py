@@ -38,9 +38,7 @@ def prompt(words: tuple[int, ...]) -> list:
     """[c (1, 1 + len(words), 2304), {"pooled_output": None, "attention_mask": (1, T) long ones}] as CLIPTextEncode gives it:
     BOS then one row per word, nothing after (no end token, no padding)."""
     ids = [_BOS] + [1 + w for w in words]
-    table, positions = tiny_models.token_tables(EMBED_DIM, len(ids), 4242 + EMBED_DIM)
-    c = (table[ids] + positions)[None]
-    return [c, {"pooled_output": None, "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}]
+    return tiny_models.llm_prompt(ids, EMBED_DIM)
 
 
 def empty_latent(batch: int = 1) -> torch.Tensor:

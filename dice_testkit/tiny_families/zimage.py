@@ -45,9 +45,7 @@ def prompt(words: tuple[int, ...]) -> list:
     """[c (1, 8 + len(words), 2560), {"pooled_output": None, "attention_mask": (1, T) long ones}] as CLIPTextEncode gives
     it: chat-template prefix (3 rows), one row per word, template suffix (5 rows); no padding."""
     ids = _PREFIX + [1 + w for w in words] + _SUFFIX
-    table, positions = tiny_models.token_tables(EMBED_DIM, len(ids), 4242 + EMBED_DIM, vocab=_VOCAB)
-    c = (table[ids] + positions)[None]
-    return [c, {"pooled_output": None, "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}]
+    return tiny_models.llm_prompt(ids, EMBED_DIM, vocab=_VOCAB)
 
 
 def empty_latent(batch: int = 1) -> torch.Tensor:
