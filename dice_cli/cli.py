@@ -66,13 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--captions-per-image", type=int, default=1, help="--coco: captions used per image (0: all)")
     t.add_argument("--limit", type=int, default=0, help="use only the first N prompts or images (0: all)")
     t.add_argument("--negative", default="", help="the uc prompt CFG is distilled against (default: the empty prompt)")
+    t.add_argument("--negative-prompts", metavar="FILE",
+                   help="negative-aware training: a text file with the negative prompts you sample with, one per line; "
+                   "every prompt is trained with each of them and with --negative (the teacher's cost grows with their "
+                   "number plus one)")
     t.add_argument("--steps", type=int, default=1000, help="total optimizer updates (when resuming: the total to reach)")
     batch = t.add_mutually_exclusive_group()
     batch.add_argument("--batch-size", type=int, default=None, help="samples per update on each rank (default 8); "
                        "the global batch is this times the number of ranks")
     batch.add_argument("--global-batch-size", type=int, default=None,
                        help="samples per update over all ranks; must divide by the number of ranks")
-    t.add_argument("--guidance-scale", type=float, default=5.0, help="the teacher's CFG scale w")
+    t.add_argument("--guidance-scale", type=float, default=5.0, help="the teacher's CFG scale w (a dial's default)")
+    t.add_argument("--guidance-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.0),
+                   help="train a dial refiner for every CFG scale in [MIN, MAX], for DICE Refine Conditioning's "
+                   "guidance_scale (default: one scale, the paper's refiner)")
     t.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                    help="dice-pack: teacher trajectories, x0 loss, lr 3e-3 cosine (this pack's measured best); "
                    "paper: noised latents, eps loss, lr 2e-4 (Zhou et al.)")
@@ -262,6 +269,15 @@ def _dataset(args: argparse.Namespace):
     return data.coco_captions(args.coco, args.image_root, args.captions_per_image, args.limit)
 
 
+def _negative_prompts(path: str | None) -> list[str]:
+    """--negative-prompts: one negative per line, as the node's text box reads them; none without the flag."""
+    if path is None:
+        return []
+    from . import data
+
+    return data.read_prompts_file(path).captions
+
+
 def _decide_resume(args: argparse.Namespace, run_dir: str):
     """Rank 0: the bundle to resume (or None), after checking the run folder is not silently reused."""
     from dice_core.fileformat import RefinerFileError, load_refiner
@@ -318,6 +334,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     state["logs"] = Logs(run_dir if ctx.is_main else None, ctx.rank, ctx.world_size)
     log.info("python -m dice_cli %s", " ".join(shlex.quote(a) for a in args.argv))
     dataset = _dataset(args)  # cheap checks (files, captions) before the model is loaded
+    negative_texts = tuple(dict.fromkeys(_negative_prompts(args.negative_prompts)))
     global_batch = batch * ctx.world_size
     log.info("%d rank(s)%s, batch %d per rank, global batch %d; data: %s", ctx.world_size,
              f" ({ctx.backend})" if ctx.enabled else "", batch, global_batch, dataset.describe())
@@ -328,7 +345,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
         raise CliError(str(e)) from None
     from dice_comfy import bridge, session
     from dice_core.fileformat import save_refiner
-    from dice_core.training import AUTOCAST_DTYPES, TrainConfig, TrainingEvents
+    from dice_core.training import AUTOCAST_DTYPES, TrainConfig, TrainingEvents, guidance_range
 
     resume, resume_path = ctx.on_main(lambda: _decide_resume(args, run_dir))
     t0 = time.monotonic()
@@ -338,6 +355,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     with torch.no_grad():
         entries = [bridge.encode_prompt(model.clip, text)[0] for text in dataset.captions]
         uc_entry = bridge.encode_prompt(model.clip, args.negative)[0]
+        negatives = [bridge.encode_prompt(model.clip, text)[0] for text in negative_texts]
     try:
         info = bridge.family_for(model.patcher)
     except ValueError as e:  # a guidance-distilled or unsupported family: the sentence says why
@@ -345,7 +363,9 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     try:
         cfg = TrainConfig.from_inputs(args.recipe, args.loss, info.default_loss, args.lr, steps=args.steps, batch_size=batch,
                                       guidance_scale=args.guidance_scale, seed=args.seed, save_every=args.save_every,
-                                      samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps)
+                                      samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps,
+                                      negative_prompts=negative_texts,
+                                      guidance_range=guidance_range(*args.guidance_range))
         cfg.validate()
     except ValueError as e:
         raise CliError(str(e)) from None
@@ -386,7 +406,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
     options = session.SessionOptions(width=args.width, height=args.height, frames=args.frames, latents=latents,
                                      resume=resume, gradient_checkpointing=args.gradient_checkpointing,
                                      autocast_dtype=AUTOCAST_DTYPES[args.autocast],
-                                     teacher_batch_size=args.teacher_batch_size)
+                                     teacher_batch_size=args.teacher_batch_size, negatives=negatives)
     events = TrainingEvents(
         on_step=on_step,
         on_teacher_progress=(lambda d, n: progress.phase("teacher", d, n)) if ctx.is_main else None,

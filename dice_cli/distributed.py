@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ class Context:
     def gather_training_data(self, data: TrainingData) -> TrainingData:
         """The teacher data of all ranks' blocks, in rank order: what one process would have made."""
         fields = {}
-        for name in ("x", "idx", "sigma", "target", "step_of_sample"):
+        for name in (f.name for f in dataclasses.fields(TrainingData)):  # every field, the dial's scales too
             value = getattr(data, name)
             fields[name] = None if value is None else self.gather_rows(value)
         return TrainingData(**fields)

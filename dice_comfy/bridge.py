@@ -103,16 +103,23 @@ class ComfyDenoiser:
 
     def __init__(self, model_patcher, prompts: list[list], uc_entry: list, device, pad_to: int | None, pad_token,
                  autocast_dtype: torch.dtype | None = None):
+        """uc_entry: the one CONDITIONING entry every prompt is guided against, or a list of entries, one per
+        prompt (negative-aware training: the rows are (prompt, negative) pairs and share a few negatives)."""
         self.patcher = model_patcher
         self.model = model_patcher.model
         self.ms = self.model.model_sampling
         self.device = device
         self.model_options = model_patcher.model_options
         self.prompts = prompts  # one [tensor (1,T,D), dict] per prompt, as the text encoder made it
-        self.uc_entry = uc_entry
+        self.uc_entries = [uc_entry] * len(prompts) if torch.is_tensor(uc_entry[0]) else list(uc_entry)
+        if len(self.uc_entries) != len(prompts):
+            raise ValueError(f"{len(self.uc_entries)} negatives for {len(prompts)} prompts: give one, or one per prompt")
         self.pad_to = pad_to
         self.pad_token = pad_token
         self.inplace_residuals = family_for(model_patcher).inplace_residuals
+        self.one_negative = len({id(u) for u in self.uc_entries}) <= 1
+        # Rows share a teacher call when their prompts stack and so do their negatives.
+        self.teacher_signatures = [(batch_signature(p), batch_signature(u)) for p, u in zip(prompts, self.uc_entries)]
         self.signatures = [batch_signature(p) for p in prompts]
         # What the student sees of each prompt: its own tokens, or the family's fixed padded length.
         self.student_lengths = torch.tensor([max(pad_to or 0, p[0].shape[1]) for p in prompts])
@@ -157,9 +164,12 @@ class ComfyDenoiser:
         x, sigma = x.to(self.device), sigma.to(self.device)
         x0_c = torch.empty_like(x)
         x0_uc = torch.empty_like(x)
-        for rows in rows_by_signature(self.signatures, idx):
+        for rows in rows_by_signature(self.teacher_signatures, idx):
             c, extras = conditioning_batch([self.prompts[int(i)] for i in idx[rows]])
-            uc, uc_extras = expand_entry(self.uc_entry, len(rows))
+            if self.one_negative:  # one uc for every row: a broadcast view, not a copy per row
+                uc, uc_extras = expand_entry(self.uc_entries[0], len(rows))
+            else:
+                uc, uc_extras = conditioning_batch([self.uc_entries[int(i)] for i in idx[rows]])
             xr = x[rows]
             with self._precision():
                 out_c, out_uc = internals.denoise(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import torch
+
 from dice_core.families import check_same_family, family_info
 from dice_core.fileformat import RefinerBundle
 from dice_core.refiner import is_zeroed_out
@@ -31,6 +33,17 @@ ZERO_NEGATIVE_WARNING = (
 )
 
 
+UNTRAINED_NEGATIVE_WARNING = (
+    "DICE: a negative is connected, but this refiner was trained against the empty prompt only (the paper's way), and "
+    "measured in the toy world such a refiner all but ignores the negative (BENCHMARKS.md, 'Negative prompts'). To make "
+    "negatives act as they do in CFG, retrain with your negatives in DICE Train Refiner's negative_prompts."
+)
+
+
+def _same(a, b) -> bool:
+    return b is not None and a.shape == b.shape and bool(torch.equal(a.to(b), b))
+
+
 def check_refiner_fits(refiner: RefinerBundle, model) -> None:
     """With the MODEL connected: its family must be one DICE applies to, and the one the refiner was
     trained for. Without it, only the embedding width can be checked (in dice_core.refiner)."""
@@ -41,7 +54,37 @@ def check_refiner_fits(refiner: RefinerBundle, model) -> None:
     check_same_family(refiner.family, family)
 
 
-def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0, model=None) -> list:
+def dial(refiner: RefinerBundle, guidance_scale: float, strength: float) -> tuple[float | None, float]:
+    """(the scale w a dial refiner is asked for, the alpha to refine with) for the node's guidance_scale (0: the
+    scale the refiner was trained for). A single-scale refiner can only scale its change: w maps to strength *
+    (w - 1) / (w_trained - 1), which measured close to CFG below the trained w and well short above it."""
+    if not guidance_scale or guidance_scale == refiner.trained_guidance:
+        return None, strength
+    if guidance_scale < 1:
+        raise ValueError(f"guidance_scale {guidance_scale:g} is below 1; use 0 for the scale the refiner was trained for")
+    if refiner.module.guidance is not None:
+        low, high = refiner.guidance_range or (None, None)
+        if low is not None and not low <= guidance_scale <= high:
+            log.warning("DICE: guidance_scale %g is outside the range this dial refiner was trained on (%g to %g); "
+                        "its guidance there is extrapolated and untested", guidance_scale, low, high)
+        return guidance_scale, strength
+    trained = refiner.trained_guidance
+    if trained is None or trained <= 1:
+        raise ValueError("this refiner's file does not record the guidance scale it was trained for, so guidance_scale "
+                         "cannot be mapped onto it: set guidance_scale to 0 and use strength")
+    log.warning(DIAL_WARNING, trained, guidance_scale, (guidance_scale - 1) / (trained - 1))
+    return None, strength * (guidance_scale - 1) / (trained - 1)
+
+
+DIAL_WARNING = (
+    "DICE: this refiner was trained for one guidance scale, w=%g, so guidance_scale %g only scales its change (strength "
+    "x %.3g). Measured in the toy world (BENCHMARKS.md, 'Guidance dial'), that recovers most of CFG's gain below the "
+    "trained w and much less above it. For a real dial, train with DICE Train Refiner's guidance_range_min/max."
+)
+
+
+def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0, model=None,
+                        guidance_scale: float = 0.0) -> list:
     """A new CONDITIONING list: each entry is the input entry with its tensor refined. The dict is a shallow
     copy with exactly the same keys and values (nothing added, so no hooks reach the sampler)."""
     check_refiner_fits(refiner, model)
@@ -50,9 +93,12 @@ def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strengt
     uc = uc_from_negative(negative)
     if is_zeroed_out(uc) and not is_zeroed_out(refiner.null_uc):
         log.warning(ZERO_NEGATIVE_WARNING)
+    if uc is not None and not is_zeroed_out(uc) and not refiner.recipe.get("negative_prompts") and not _same(uc, refiner.null_uc):
+        log.warning(UNTRAINED_NEGATIVE_WARNING)
+    guidance, alpha = dial(refiner, guidance_scale, strength)
     out = []
     for tensor, extras in positive:
-        out.append([refiner.refine(tensor, uc, strength), extras.copy()])
+        out.append([refiner.refine(tensor, uc, alpha, guidance), extras.copy()])
     return out
 
 
@@ -64,6 +110,15 @@ def training_prompt_entries(clip, texts: list[str], conditioning=None) -> list[l
         raise ValueError("no training prompts: type some in 'prompts' (one per line), pick a prompts file, "
                          "or connect 'conditioning'")
     return entries
+
+
+def training_negative_entries(clip, lines: list[str]) -> list[list]:
+    """The extra negatives of negative-aware training, one entry per distinct prompt line (the default uc, the
+    empty prompt or the connected negative, is always trained against too)."""
+    texts = list(dict.fromkeys(lines))
+    if texts and clip is None:
+        raise ValueError("connect 'clip' to encode the negative prompts in 'negative_prompts'")
+    return [encode_prompt(clip, t)[0] for t in texts]
 
 
 def training_uc_entry(clip, negative=None) -> list:

@@ -47,6 +47,11 @@ class SessionOptions:
     # Samples per data-free teacher call (default cfg.batch_size). The data's order depends on it, so a fixed
     # value gives the same data on any number of ranks.
     teacher_batch_size: int | None = None
+    # Negative-aware training: more uc entries besides uc_entry (which stays the refiner's default uc, the
+    # empty prompt unless a negative is connected). Every prompt is paired with every one of them, and the
+    # teacher's target for a pair is CFG with that pair's negative as uc, so samples_per_prompt, and with it
+    # the teacher's cost, counts per pair. None or []: the paper's way, uc_entry only.
+    negatives: list[list] | None = None
 
 
 @dataclass
@@ -75,11 +80,13 @@ def latent_shape(model_patcher, width: int, height: int, frames: int = 1) -> tup
     return (fmt.latent_channels, latent_frames, *plane)
 
 
-def new_bundle(embed_dim: int, seed: int, info: FamilyInfo, uc: torch.Tensor, fingerprint: str) -> RefinerBundle:
-    """A freshly initialised refiner (seeded) for this family, with the uc it was trained against."""
+def new_bundle(embed_dim: int, seed: int, info: FamilyInfo, uc: torch.Tensor, fingerprint: str,
+               guidance_reference: float | None = None) -> RefinerBundle:
+    """A freshly initialised refiner (seeded) for this family, with the uc it was trained against; a dial
+    refiner if guidance_reference is given."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = Refiner(embed_dim)
+        module = Refiner(embed_dim, guidance_reference=guidance_reference)
     return RefinerBundle(
         module=module,
         family=info.name,
@@ -116,8 +123,9 @@ def run_training(
         prompts = [_copy_entry_for_autograd(e) for e in prompts]
         uc_entry = _copy_entry_for_autograd(uc_entry)
         resume = _copy_bundle_for_autograd(options.resume) if options.resume is not None else None
+        negatives = [_copy_entry_for_autograd(e) for e in options.negatives or []]
         return _train_on_copies(model_patcher, prompts, uc_entry, cfg,
-                                replace(options, resume=resume), events or TrainingEvents(), collective)
+                                replace(options, resume=resume, negatives=negatives), events or TrainingEvents(), collective)
 
 
 def _copy_entry_for_autograd(entry: list) -> list:
@@ -129,7 +137,7 @@ def _copy_entry_for_autograd(entry: list) -> list:
 def _copy_bundle_for_autograd(bundle: RefinerBundle) -> RefinerBundle:
     """A copy whose tensors are ordinary (not inference) tensors; the cached original stays untouched."""
     clone = copy.copy(bundle)
-    module = Refiner(bundle.embed_dim, bundle.module.inner_dim, bundle.module.heads)
+    module = Refiner(**bundle.module.config())
     module.load_state_dict({k: v.clone() for k, v in bundle.module.state_dict().items()})
     clone.module = module
     clone.null_uc = bundle.null_uc.clone() if bundle.null_uc is not None else None
@@ -145,8 +153,14 @@ def _starting_bundle(model_patcher, info: FamilyInfo, embed_dim: int, uc: torch.
                      resume: RefinerBundle | None) -> RefinerBundle:
     """The refiner to resume, after checking it fits this model, or a new one."""
     if resume is None:
-        return new_bundle(embed_dim, cfg.seed, info, uc, model_fingerprint(model_patcher))
+        return new_bundle(embed_dim, cfg.seed, info, uc, model_fingerprint(model_patcher), cfg.guidance_reference())
     check_same_family(resume.family, info.name)
+    if resume.module.guidance_reference != cfg.guidance_reference():
+        kind = "a dial refiner" if resume.module.guidance is not None else "a single-scale refiner"
+        raise ValueError(
+            f"the refiner to resume is {kind} (reference scale {resume.module.guidance_reference}), but these settings ask "
+            f"for {cfg.guidance_reference()}: resume with the guidance range and guidance_scale it was trained with"
+        )
     if resume.embed_dim != embed_dim:
         raise ValueError(
             f"the refiner to resume was trained for embedding dim {resume.embed_dim} ({resume.family}), "
@@ -159,6 +173,29 @@ def _starting_bundle(model_patcher, info: FamilyInfo, embed_dim: int, uc: torch.
             f"the refiner to resume has already done {resume.train_step} steps; set steps above that to train more"
         )
     return resume
+
+
+@dataclass
+class TrainingPairs:
+    """What the teacher and the student index: one row per prompt, or, in negative-aware training, one row per
+    (prompt, negative) pair, prompt-major. The rows share the entries' objects, so pairing copies no tensor."""
+
+    prompts: list[list]  # the prompt entry of each row
+    uc_entries: list[list]  # the negative entry of each row
+    negatives: list[list]  # the distinct negatives; [0] is the default uc
+    negative_of: torch.Tensor | None  # (rows,) index into negatives; None with one negative
+
+    @classmethod
+    def build(cls, prompts: list[list], uc_entry: list, negatives: list[list]) -> TrainingPairs:
+        if not negatives:
+            return cls(prompts, [uc_entry] * len(prompts), [uc_entry], None)
+        ucs = [uc_entry, *negatives]
+        rows = [(p, k) for p in prompts for k in range(len(ucs))]
+        return cls([p for p, _ in rows], [ucs[k] for _, k in rows], ucs, torch.tensor([k for _, k in rows]))
+
+    @property
+    def per_prompt(self) -> int:
+        return len(self.negatives)
 
 
 def _check_latents(model_patcher, latents: torch.Tensor, num_prompts: int) -> None:
@@ -198,13 +235,22 @@ def _train_on_copies(model_patcher, prompts: list[list], uc_entry: list, cfg: Tr
     bundle = _starting_bundle(model_patcher, info, embed_dim, uc_entry[0], cfg, options.resume)
     bundle.module.to(device)
 
-    denoiser = ComfyDenoiser(model_patcher, prompts, uc_entry, device, bundle.pad_to, bundle.pad_token, options.autocast_dtype)
-    bank = PromptBank(c=denoiser.student_bank().float(), uc=bundle.pad(uc_entry[0]).float(), lengths=denoiser.student_lengths)
+    pairs = TrainingPairs.build(prompts, uc_entry, options.negatives)
+    if cfg.negative_prompts and len(cfg.negative_prompts) != len(options.negatives):
+        raise ValueError(f"the config names {len(cfg.negative_prompts)} negative prompts but "
+                         f"{len(options.negatives)} negative entries were given")
+    denoiser = ComfyDenoiser(model_patcher, pairs.prompts, pairs.uc_entries, device, bundle.pad_to, bundle.pad_token,
+                             options.autocast_dtype)
+    bank = PromptBank(c=denoiser.student_bank().float(), uc=bundle.pad(uc_entry[0]).float(), lengths=denoiser.student_lengths,
+                      negatives=[bundle.pad(n[0]).float() for n in pairs.negatives] if pairs.negative_of is not None else None,
+                      negative_of=pairs.negative_of)
     if options.latents is not None:
         _check_latents(model_patcher, options.latents, len(prompts))
+        # Each image is the data of every pair its caption is in.
+        options = replace(options, latents=options.latents.repeat_interleave(pairs.per_prompt, dim=0))
 
     with trainable_view(model_patcher, options.gradient_checkpointing):
-        data, cfg = _training_data(model_patcher, denoiser, len(prompts), cfg, options, events, collective)
+        data, cfg = _training_data(model_patcher, denoiser, len(pairs.prompts), cfg, options, events, collective)
         result = train_refiner(bundle, denoiser, bank, data, cfg, events, collective)
         pattern = sharpening_pattern(result.bundle, bank)
     bundle.module.to("cpu")

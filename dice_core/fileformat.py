@@ -31,6 +31,8 @@ WEIGHT_KEYS = (
     "fc2.weight",
     "fc2.bias",
 )
+# A dial refiner's extra weights (dice_core.refiner.GuidanceFilm); a file has all of them or none.
+GUIDANCE_KEYS = ("guidance.net.0.weight", "guidance.net.0.bias", "guidance.net.2.weight", "guidance.net.2.bias")
 
 
 class RefinerFileError(ValueError):
@@ -57,10 +59,23 @@ class RefinerBundle:
     def embed_dim(self) -> int:
         return self.module.embed_dim
 
+    @property
+    def trained_guidance(self) -> float | None:
+        """The scale w it was trained for (a dial refiner: its default); None for imported weights."""
+        w = self.recipe.get("guidance_scale")
+        return float(w) if w is not None else None
+
+    @property
+    def guidance_range(self) -> tuple[float, float] | None:
+        """A dial refiner's trained range of w, else None."""
+        r = self.recipe.get("guidance_range") if self.module.guidance is not None else None
+        return (float(r[0]), float(r[1])) if r else None
+
     def describe(self) -> str:
+        dial = f", dial w {self.guidance_range[0]:g}-{self.guidance_range[1]:g}" if self.guidance_range else ""
         return (
             f"DICE refiner for {self.family} (dim {self.embed_dim}, inner {self.module.inner_dim}, "
-            f"{self.module.heads} heads, {self.train_step} steps)"
+            f"{self.module.heads} heads, {self.train_step} steps{dial})"
         )
 
     def pad(self, t: torch.Tensor) -> torch.Tensor:
@@ -68,8 +83,10 @@ class RefinerBundle:
             return t
         return pad_tokens(t, self.pad_to, self.pad_token)
 
-    def refine(self, c: torch.Tensor, uc: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
-        """c' for inference: pads T5-style embeddings, falls back to the stored null embedding.
+    def refine(self, c: torch.Tensor, uc: torch.Tensor | None = None, alpha: float = 1.0,
+               guidance: float | None = None) -> torch.Tensor:
+        """c' for inference: pads T5-style embeddings, falls back to the stored null embedding. guidance: the
+        scale w for a dial refiner (default: the one it was trained for); a single-scale refiner ignores it.
 
         alpha 0 returns c itself: c + 0 * R(c, uc) is c, and padding it first would change the token
         count the model attends over (PixArt's 120 T5 tokens), so the prompt would not be unchanged.
@@ -84,7 +101,7 @@ class RefinerBundle:
                 )
             uc = self.null_uc
         with torch.no_grad():
-            return refine(self.module, self.pad(c), self.pad(uc), alpha, self.keep_rule, self.family)
+            return refine(self.module, self.pad(c), self.pad(uc), alpha, self.keep_rule, self.family, guidance)
 
 
 def _tensor_dict(bundle: RefinerBundle, include_optimizer: bool) -> dict[str, torch.Tensor]:
@@ -107,6 +124,7 @@ def save_refiner(path: str, bundle: RefinerBundle, include_optimizer: bool = Tru
         "embed_dim": str(bundle.embed_dim),
         "inner_dim": str(bundle.module.inner_dim),
         "heads": str(bundle.module.heads),
+        "guidance_reference": "" if bundle.module.guidance_reference is None else repr(bundle.module.guidance_reference),
         "family": bundle.family,
         "keep_rule": bundle.keep_rule,
         "pad_to": "" if bundle.pad_to is None else str(bundle.pad_to),
@@ -193,14 +211,25 @@ def load_refiner(path: str, device: str | torch.device = "cpu") -> RefinerBundle
     if heads <= 0 or inner_dim % heads:
         raise RefinerFileError(f"{path}: inner dim {inner_dim} is not divisible by {heads} heads")
 
-    module = Refiner(embed_dim, inner_dim, heads)
+    dial_keys = [k for k in GUIDANCE_KEYS if k in tensors]
+    if dial_keys and len(dial_keys) != len(GUIDANCE_KEYS):
+        raise RefinerFileError(f"{path} has some of a dial refiner's weights but not {sorted(set(GUIDANCE_KEYS) - set(dial_keys))}")
+    reference = None
+    if dial_keys:
+        try:
+            reference = float(meta.get("guidance_reference", ""))
+        except ValueError:
+            raise RefinerFileError(f"{path} has dial weights but no valid 'guidance_reference' metadata") from None
+        if not reference > 1:
+            raise RefinerFileError(f"{path}: the dial's reference guidance scale {reference:g} is not above 1")
+    module = Refiner(embed_dim, inner_dim, heads, reference)
     expected = module.state_dict()
-    for k in WEIGHT_KEYS:
+    for k in (*WEIGHT_KEYS, *dial_keys):
         if tensors[k].shape != expected[k].shape:
             raise RefinerFileError(f"{path}: {k} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}")
         if not torch.isfinite(tensors[k]).all():
             raise RefinerFileError(f"{path}: {k} contains NaN or inf; the file was saved from a diverged run")
-    module.load_state_dict({k: tensors[k].float() for k in WEIGHT_KEYS})
+    module.load_state_dict({k: tensors[k].float() for k in (*WEIGHT_KEYS, *dial_keys)})
     module.to(device).eval().requires_grad_(False)
 
     family = meta.get("family", "unknown")

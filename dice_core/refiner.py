@@ -50,10 +50,33 @@ class CrossAttention(nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
 
 
-class Refiner(nn.Module):
-    """Linear(D->inner), ReLU, cross-attention (q from c, k/v from uc), ReLU, Linear(inner->D)."""
+class GuidanceFilm(nn.Module):
+    """The guidance dial: the scale w becomes a per-channel scale and shift of the prompt's features (FiLM).
 
-    def __init__(self, embed_dim: int, inner_dim: int = 512, heads: int = 8):
+    The last layer starts at zero, so a new dial refiner starts as the paper's refiner with its change
+    scaled linearly in w, and training learns what a linear scale gets wrong."""
+
+    def __init__(self, inner_dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(1, hidden), nn.SiLU(), nn.Linear(hidden, 2 * inner_dim))
+        nn.init.zeros_(self.net[2].weight)
+        nn.init.zeros_(self.net[2].bias)
+
+    def forward(self, position: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """position (B,): where each w sits in the dial's range; returns scale and shift, each (B, 1, inner)."""
+        scale, shift = self.net(position[:, None]).chunk(2, dim=-1)
+        return scale[:, None, :], shift[:, None, :]
+
+
+class Refiner(nn.Module):
+    """Linear(D->inner), ReLU, cross-attention (q from c, k/v from uc), ReLU, Linear(inner->D).
+
+    guidance_reference set: a dial refiner, which also reads the guidance scale w. Its prompt features are
+    modulated by GuidanceFilm(w), and its change is multiplied by (w - 1) / (reference - 1), so w = 1 gives
+    c' = c exactly (CFG at 1 is the plain prompt) and w = reference is where the paper's refiner would be.
+    The paper's parameters keep their names; the dial's are under `guidance.`."""
+
+    def __init__(self, embed_dim: int, inner_dim: int = 512, heads: int = 8, guidance_reference: float | None = None):
         super().__init__()
         self.embed_dim = embed_dim
         self.inner_dim = inner_dim
@@ -61,11 +84,31 @@ class Refiner(nn.Module):
         self.fc1 = nn.Linear(embed_dim, inner_dim)
         self.attention = CrossAttention(inner_dim, heads)
         self.fc2 = nn.Linear(inner_dim, embed_dim)
+        if guidance_reference is not None and not guidance_reference > 1:
+            raise ValueError(f"a dial refiner's reference guidance scale must be above 1, got {guidance_reference}")
+        self.guidance_reference = guidance_reference
+        self.guidance = GuidanceFilm(inner_dim) if guidance_reference is not None else None
 
-    def forward(self, c: torch.Tensor, uc: torch.Tensor) -> torch.Tensor:
+    def config(self) -> dict:
+        """The constructor's arguments: Refiner(**r.config()) is an untrained refiner of the same shape."""
+        return dict(embed_dim=self.embed_dim, inner_dim=self.inner_dim, heads=self.heads,
+                    guidance_reference=self.guidance_reference)
+
+    def forward(self, c: torch.Tensor, uc: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """guidance: (B,) scales w, one per prompt; read only by a dial refiner (default: its reference)."""
         q = F.relu(self.fc1(c))
         kv = F.relu(self.fc1(uc))
-        return self.fc2(F.relu(self.attention(q, kv)))
+        if self.guidance is None:
+            return self.fc2(F.relu(self.attention(q, kv)))
+        w = self.guidance_per_prompt(guidance, c)
+        reference = self.guidance_reference
+        scale, shift = self.guidance((w - reference) / (reference - 1))
+        q = q * (1 + scale) + shift
+        return self.fc2(F.relu(self.attention(q, kv))) * append_dims((w - 1) / (reference - 1), c.ndim)
+
+    def guidance_per_prompt(self, guidance, c: torch.Tensor) -> torch.Tensor:
+        w = torch.as_tensor(self.guidance_reference if guidance is None else guidance, dtype=c.dtype, device=c.device)
+        return w.reshape(-1).expand(c.shape[0]) if w.numel() == 1 else w.reshape(-1)
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -135,14 +178,19 @@ def refine(
     alpha: float = 1.0,
     keep_rule: str = KEEP_CLIP_CHUNK_START,
     family: str = "unknown",
+    guidance: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return c + alpha * R(c, uc) with kept positions restored; dtype and device follow c.
 
-    Differentiable with respect to the refiner's parameters, so training uses this same function.
+    guidance: the scale w a dial refiner is asked for, one number or one per prompt (default: its reference);
+    a single-scale refiner ignores it. Differentiable with respect to the refiner's parameters, so training
+    uses this same function.
     """
     check_embeddings(c, uc, refiner.embed_dim, family)
     param = next(refiner.parameters())
-    delta = refiner(c.to(device=param.device, dtype=param.dtype), uc.to(device=param.device, dtype=param.dtype))
+    if torch.is_tensor(guidance):
+        guidance = guidance.to(device=param.device, dtype=param.dtype)
+    delta = refiner(c.to(device=param.device, dtype=param.dtype), uc.to(device=param.device, dtype=param.dtype), guidance)
     delta = delta.to(device=c.device, dtype=c.dtype)
     mask = keep_mask(c.shape[1], keep_rule, device=c.device)[None, :]
     if keep_rule == KEEP_ZERO_ROWS:  # decided per prompt, by value: (B, T)

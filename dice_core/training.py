@@ -25,6 +25,15 @@ DEFAULT_RECIPE = "dice-pack"
 AUTOCAST_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def guidance_range(low: float, high: float) -> tuple[float, float] | None:
+    """The dial's range from the node's and the CLI's two numbers, where 0 and 0 mean no dial."""
+    if not low and not high:
+        return None
+    if not (1.0 <= low < high):
+        raise ValueError(f"the guidance range needs 1 <= min < max, got min {low:g} and max {high:g} (0 and 0: no dial)")
+    return (float(low), float(high))
+
+
 def prompt_lines(lines) -> list[str]:
     """Training prompts from text lines, one per line: blank lines and lines starting with # are skipped
     (the node's text box, a prompts file, and the command-line trainer read prompts the same way)."""
@@ -52,6 +61,13 @@ class TrainConfig:
     seed: int = 0
     save_every: int = 0
     recipe: str = DEFAULT_RECIPE
+    # Negative-aware training: the negative prompts trained against besides the default uc (the empty
+    # prompt), recorded in the file so DICE Refine Conditioning knows which negatives the refiner has seen.
+    negative_prompts: tuple[str, ...] = ()
+    # The guidance dial: train a dial refiner on scales w drawn uniformly from [low, high], one per teacher
+    # trajectory (or per sample, on real latents); guidance_scale is then its default, the reference. None:
+    # one scale, guidance_scale, with the paper's architecture.
+    guidance_range: tuple[float, float] | None = None
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -70,6 +86,17 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        if self.guidance_range is not None:
+            low, high = self.guidance_range
+            if not (1.0 <= low < high and low <= self.guidance_scale <= high):
+                raise ValueError(
+                    f"the guidance range must satisfy 1 <= low < high with guidance_scale {self.guidance_scale:g} inside "
+                    f"it, got [{low:g}, {high:g}]; set guidance_scale to the dial's default, inside the range"
+                )
+
+    def guidance_reference(self) -> float | None:
+        """The dial refiner's reference scale (its default w), or None for a single-scale refiner."""
+        return float(self.guidance_scale) if self.guidance_range is not None else None
 
     @classmethod
     def from_recipe(cls, recipe: str = DEFAULT_RECIPE, **overrides) -> TrainConfig:
@@ -106,16 +133,46 @@ class Denoiser(Protocol):
 
 @dataclass
 class PromptBank:
-    """Prompt embeddings as the student sees them (padded where the family needs it) and the uc."""
+    """Prompt embeddings as the student sees them (padded where the family needs it) and the uc.
+
+    Negative-aware training pairs every prompt with every negative in a list: a row of c is then one
+    (prompt, negative) pair, and negative_of says which of `negatives` is that row's uc. Negatives keep
+    their own token counts (a T5 negative is as long as its text), so rows are refined in groups that
+    share a negative rather than against a padded stack, which would let padding into the attention."""
 
     c: torch.Tensor  # (N, T, D)
-    uc: torch.Tensor  # (1, T', D)
+    uc: torch.Tensor  # (1, T', D): the uc of every row, or the default one (negatives[0]) in negative-aware training
     # Each prompt's own token count where prompts keep their lengths (T5, LLM encoders); the rows of c
     # are zero-filled past it. None: every row is T tokens long.
     lengths: torch.Tensor | None = None
+    negatives: list[torch.Tensor] | None = None  # each (1, T_k, D); negatives[0] is uc
+    negative_of: torch.Tensor | None = None  # (N,) long: the index into negatives of each row's uc
 
     def __len__(self) -> int:
         return self.c.shape[0]
+
+    def to(self, device) -> PromptBank:
+        """The bank on the training device, once, not a host-to-device copy per step."""
+        negatives = [n.to(device) for n in self.negatives] if self.negatives is not None else None
+        return replace(self, c=self.c.to(device), uc=self.uc.to(device), negatives=negatives)
+
+    def refine_rows(self, module: Refiner, idx: torch.Tensor, alpha: float, keep_rule: str, family: str = "unknown",
+                    guidance: torch.Tensor | None = None):
+        """c' of the rows idx, each against its own uc (the one uc, or its pair's negative); guidance: each
+        row's scale w, for a dial refiner."""
+        c = self.c[idx.to(self.c.device)]
+        if self.negative_of is None:
+            return refine(module, c, self.uc, alpha, keep_rule, family, guidance)
+        which = self.negative_of[idx.cpu()]
+        parts, order = [], []
+        for k in which.unique().tolist():
+            rows = (which == k).nonzero()[:, 0]
+            w = guidance[rows.to(guidance.device)] if guidance is not None else None
+            parts.append(refine(module, c[rows.to(c.device)], self.negatives[k], alpha, keep_rule, family, w))
+            order.append(rows)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts)[torch.cat(order).argsort().to(c.device)]
 
 
 @dataclass
@@ -127,6 +184,7 @@ class TrainingData:
     sigma: torch.Tensor | None = None
     target: torch.Tensor | None = None
     step_of_sample: torch.Tensor | None = None  # which sampler step a trajectory state came from
+    guidance: torch.Tensor | None = None  # the scale w of each state's trajectory, where a dial is trained
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -171,9 +229,20 @@ class SingleProcess:
 SINGLE_PROCESS = SingleProcess()
 
 
-def cfg_combine(x0_c: torch.Tensor, x0_uc: torch.Tensor, w: float) -> torch.Tensor:
-    # CFG is linear, so combining in x0 space equals combining eps and converting.
+def cfg_combine(x0_c: torch.Tensor, x0_uc: torch.Tensor, w: float | torch.Tensor) -> torch.Tensor:
+    """w: one scale, or one per sample (B,). CFG is linear, so combining in x0 space equals combining eps
+    and converting."""
+    if torch.is_tensor(w):
+        w = append_dims(w.to(x0_c), x0_c.ndim)
     return x0_uc + w * (x0_c - x0_uc)
+
+
+def draw_guidance(cfg: TrainConfig, n: int, generator: torch.Generator) -> torch.Tensor | None:
+    """n scales from the dial's range, uniformly; None when training one scale."""
+    if cfg.guidance_range is None:
+        return None
+    low, high = cfg.guidance_range
+    return low + (high - low) * torch.rand(n, generator=generator)
 
 
 @torch.no_grad()
@@ -194,8 +263,10 @@ def teacher_trajectories(
     one process would make."""
     sigmas = denoiser.sigma_schedule(cfg.teacher_steps)
     g = torch.Generator().manual_seed(cfg.seed + 7919)
+    # The dial's scales come from their own stream, so the noise is the same with or without a dial.
+    g_dial = torch.Generator().manual_seed(cfg.seed + 104729)
     idx_all = torch.arange(num_prompts).repeat_interleave(cfg.samples_per_prompt)
-    xs, ts, ids, targets, steps_of, finals = [], [], [], [], [], []
+    xs, ts, ids, targets, steps_of, finals, scales = [], [], [], [], [], [], []
     chunks = idx_all.split(max(1, cfg.batch_size))
     mine = shard_range(len(chunks), *shard)
     total = len(mine) * (len(sigmas) - 1)
@@ -203,9 +274,10 @@ def teacher_trajectories(
     if not mine:  # more ranks than batches: an empty block with the right shapes
         empty = torch.zeros((0, *latent_shape))
         xs, ts, ids, targets, steps_of = [empty], [torch.zeros(0)], [idx_all[:0]], [empty], [idx_all[:0]]
-        finals = [(empty, idx_all[:0])]
+        finals, scales = [(empty, idx_all[:0])], [torch.zeros(0)]
     for k, idx in enumerate(chunks):
         noise = torch.randn((len(idx), *latent_shape), generator=g)
+        w = draw_guidance(cfg, len(idx), g_dial)
         if k not in mine:
             continue
         x = denoiser.noise_latent(torch.zeros_like(noise), noise, sigmas[:1].expand(len(idx)))
@@ -214,13 +286,15 @@ def teacher_trajectories(
             x0_c, x0_uc = denoiser.teacher(x, s, idx)
             # The model may run on a GPU in half precision; the trajectory is integrated where the
             # noise was drawn, in float32, so the data is the same whichever device made it.
-            target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale).to(x.device, x.dtype)
+            target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale if w is None else w).to(x.device, x.dtype)
             if keep_states:
                 xs.append(x.cpu())
                 ts.append(s.cpu())
                 ids.append(idx)
                 targets.append(target.cpu())
                 steps_of.append(torch.full((len(idx),), i))
+                if w is not None:
+                    scales.append(w)
             d = (x - target) / append_dims(s, x.ndim)
             x = x + d * (sigmas[i + 1] - sigmas[i])
             done += 1
@@ -230,7 +304,8 @@ def teacher_trajectories(
     if not keep_states:
         return TrainingData(x=torch.cat([f[0] for f in finals]), idx=torch.cat([f[1] for f in finals]))
     return TrainingData(
-        x=torch.cat(xs), idx=torch.cat(ids), sigma=torch.cat(ts), target=torch.cat(targets), step_of_sample=torch.cat(steps_of)
+        x=torch.cat(xs), idx=torch.cat(ids), sigma=torch.cat(ts), target=torch.cat(targets), step_of_sample=torch.cat(steps_of),
+        guidance=torch.cat(scales) if scales and cfg.guidance_range is not None else None,
     )
 
 
@@ -256,14 +331,16 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def sample_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1):
-    """This rank's slice of the step's global batch (batch_size per rank x world_size ranks).
+    """This rank's slice of the step's global batch (batch_size per rank x world_size ranks): x, sigma, idx,
+    the CFG target (None on real latents, where the teacher runs each step) and each sample's scale w (None
+    with one scale).
 
     The global batch is drawn from one per-step stream and then sliced, so N ranks at batch b see
     exactly the samples one process at batch N*b would: distributed runs match single-process ones.
     """
-    x, sigma, idx, target = _global_batch(denoiser, data, cfg, step, cfg.batch_size * world_size)
+    batch = _global_batch(denoiser, data, cfg, step, cfg.batch_size * world_size)
     part = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
-    return x[part], sigma[part], idx[part], (target[part] if target is not None else None)
+    return tuple(t[part] if t is not None else None for t in batch)
 
 
 def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int, n: int):
@@ -278,13 +355,15 @@ def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step
             j = pool[torch.randint(0, len(pool), (n,), generator=g)]
         else:
             j = torch.randint(0, len(data), (n,), generator=g)
-        return data.x[j], data.sigma[j], data.idx[j], data.target[j]
+        guidance = data.guidance[j] if data.guidance is not None else None
+        return data.x[j], data.sigma[j], data.idx[j], data.target[j], guidance
     j = torch.randint(0, len(data), (n,), generator=g)
     x0 = data.x[j]
     count = 1 if cfg.timestep == "shared" else n
     sigma = denoiser.random_sigmas(count, g).expand(n) if count == 1 else denoiser.random_sigmas(n, g)
     noise = torch.randn(x0.shape, generator=g)
-    return denoiser.noise_latent(x0, noise, sigma), sigma, data.idx[j], None
+    guidance = draw_guidance(cfg, n, g)  # drawn last, so the other draws are the same with or without a dial
+    return denoiser.noise_latent(x0, noise, sigma), sigma, data.idx[j], None, guidance
 
 
 def distillation_loss(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -364,8 +443,7 @@ def train_refiner(
     opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if bundle.optimizer_state:
         restore_optimizer(opt, module, bundle.optimizer_state)
-    uc = bank.uc.to(device)
-    bank_c = bank.c.to(device)  # once, not a host-to-device copy per step
+    bank = bank.to(device)
     losses = list(bundle.loss_history)
     start = bundle.train_step
     scaler = torch.amp.GradScaler(device.type) if getattr(denoiser, "needs_grad_scaling", False) else None
@@ -382,13 +460,13 @@ def train_refiner(
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            x, sigma, idx, target = sample_batch(denoiser, data, cfg, step, collective.rank, collective.world_size)
+            x, sigma, idx, target, guidance = sample_batch(denoiser, data, cfg, step, collective.rank, collective.world_size)
             x, sigma = x.to(device), sigma.to(device)
             if target is None:
                 x0_c, x0_uc = denoiser.teacher(x, sigma, idx)
-                target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale)
+                target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale if guidance is None else guidance)
             target = target.to(device)
-            c_refined = refine(module, bank_c[idx.to(device)], uc, 1.0, bundle.keep_rule, bundle.family)
+            c_refined = bank.refine_rows(module, idx, 1.0, bundle.keep_rule, bundle.family, guidance)
             pred = denoiser.student(x, sigma, idx, c_refined)
             loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
             opt.zero_grad(set_to_none=True)
@@ -436,12 +514,13 @@ def train_refiner(
 @torch.no_grad()
 def sharpening_pattern(bundle: RefinerBundle, bank: PromptBank) -> torch.Tensor:
     """Mean |c' - c| per token position over the prompts that have that position: the paper's
-    "sharpening pattern"."""
+    "sharpening pattern" (each row against its own uc, where rows pair prompts with negatives)."""
     device = next(bundle.module.parameters()).device
+    bank = bank.to(device)
     diffs = []
-    for chunk in bank.c.split(64):
-        c = chunk.to(device)
-        diffs.append((refine(bundle.module, c, bank.uc.to(device), 1.0, bundle.keep_rule) - c).abs().mean(-1).cpu())
+    for rows in torch.arange(len(bank)).split(64):
+        c = bank.c[rows.to(device)]
+        diffs.append((bank.refine_rows(bundle.module, rows, 1.0, bundle.keep_rule) - c).abs().mean(-1).cpu())
     diffs = torch.cat(diffs)
     if bank.lengths is None:
         return diffs.mean(0)
@@ -458,10 +537,12 @@ def evaluate_distillation(
     if data.target is None:
         raise ValueError("evaluation needs trajectory states with cached targets")
     device = next(bundle.module.parameters()).device
+    bank = bank.to(device)
     total, count = 0.0, 0
     for j in torch.arange(len(data)).split(batch_size):
         x, sigma, idx = data.x[j].to(device), data.sigma[j].to(device), data.idx[j]
-        c = refine(bundle.module, bank.c[idx].to(device), bank.uc.to(device), alpha, bundle.keep_rule)
+        guidance = data.guidance[j] if data.guidance is not None else None
+        c = bank.refine_rows(bundle.module, idx, alpha, bundle.keep_rule, guidance=guidance)
         pred = denoiser.student(x, sigma, idx, c)
         total += float(distillation_loss(pred.float(), data.target[j].to(device).float(), sigma, cfg).sum())
         count += len(j)

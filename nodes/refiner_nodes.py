@@ -105,10 +105,23 @@ class DiceRefineConditioning(io.ComfyNode):
                     "was trained for this model family (an SDXL refiner on AuraFlow, both 2048 wide, would otherwise "
                     "pass unnoticed) and that the family uses CFG at all (Flux does not).",
                 ),
+                io.Float.Input(
+                    "guidance_scale",
+                    default=0.0,
+                    min=0.0,
+                    max=30.0,
+                    step=0.1,
+                    optional=True,
+                    tooltip="The guidance dial, in cfg units: the CFG scale the refined prompt should reproduce at cfg 1.0. "
+                    "0 is the scale the refiner was trained for. A dial refiner (trained with a guidance range) follows it "
+                    "inside its range; a single-scale refiner can only scale its change, which falls short above the "
+                    "trained scale (a warning says so).",
+                ),
             ],
             outputs=[io.Conditioning.Output(display_name="refined", tooltip="Refined prompt; use with KSampler at cfg 1.0.")],
         )
 
     @classmethod
-    def execute(cls, positive, refiner: RefinerBundle, strength: float = 1.0, negative=None, model=None) -> io.NodeOutput:
-        return io.NodeOutput(refine_conditioning(refiner, positive, negative, strength, model))
+    def execute(cls, positive, refiner: RefinerBundle, strength: float = 1.0, negative=None, model=None,
+                guidance_scale: float = 0.0) -> io.NodeOutput:
+        return io.NodeOutput(refine_conditioning(refiner, positive, negative, strength, model, guidance_scale))

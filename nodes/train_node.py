@@ -7,12 +7,12 @@ import logging
 from comfy_api.v0_0_2 import io, ui
 
 from dice_comfy.bridge import family_for
-from dice_comfy.conditioning import training_prompt_entries, training_uc_entry
+from dice_comfy.conditioning import training_negative_entries, training_prompt_entries, training_uc_entry
 from dice_comfy.paths import NO_PROMPTS_FILE, prompt_files, read_prompts
 from dice_comfy.progress import comfy_progress_events
 from dice_comfy.session import SessionOptions, run_training, token_groups
 from dice_core.plots import loss_curve_image, token_bar_image
-from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig
+from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig, guidance_range, prompt_lines
 
 from .refiner_nodes import CATEGORY, DiceRefiner
 
@@ -94,6 +94,21 @@ class DiceTrainRefiner(io.ComfyNode):
                              "image families ignore it. Each teacher sample costs about width x height x frames x "
                              "teacher_steps, times 2 for CFG, so few frames at low resolution keep training affordable: "
                              "9 frames are 3 latent frames for Wan and HunyuanVideo, 2 for LTXV."),
+                io.String.Input("negative_prompts", multiline=True, default="", optional=True,
+                                tooltip="Negative-aware training: negative prompts you will use at sampling time, one per "
+                                "line. Each training prompt is paired with each of them and with the empty prompt, and "
+                                "the teacher's target is CFG with that negative, so a negative connected to DICE Refine "
+                                "Conditioning then acts as it does in CFG. Costs one teacher run per pair: N negatives "
+                                "make the teacher sampling N+1 times longer (lower samples_per_prompt to keep it). "
+                                "Empty: the paper's way, the empty prompt only."),
+                io.Float.Input("guidance_range_min", default=0.0, min=0.0, max=30.0, step=0.1, optional=True,
+                               tooltip="The guidance dial: with guidance_range_max, train one refiner for every CFG scale in "
+                               "[min, max] (each teacher sample draws its own w), so DICE Refine Conditioning's "
+                               "guidance_scale works as a dial. guidance_scale stays its default and must lie in the range. "
+                               "Adds a 67K-parameter scale-and-shift of the prompt features; the teacher's cost is unchanged. "
+                               "0: one scale, the paper's refiner."),
+                io.Float.Input("guidance_range_max", default=0.0, min=0.0, max=30.0, step=0.1, optional=True,
+                               tooltip="Top of the dial's range (see guidance_range_min); 0: no dial."),
             ],
             outputs=[
                 DiceRefiner.Output(display_name="refiner", tooltip="The trained refiner: save it or refine conditioning."),
@@ -108,17 +123,22 @@ class DiceTrainRefiner(io.ComfyNode):
         cls, model, prompts: str, prompts_file: str, steps: int, batch_size: int, guidance_scale: float, recipe: str,
         learning_rate: float, loss: str, seed: int, width: int, height: int, samples_per_prompt: int, teacher_steps: int,
         save_every: int, filename_prefix: str, gradient_checkpointing: bool, autocast: str, clip=None, resume_from=None,
-        latents=None, conditioning=None, negative=None, frames: int = 9,
+        latents=None, conditioning=None, negative=None, frames: int = 9, negative_prompts: str = "",
+        guidance_range_min: float = 0.0, guidance_range_max: float = 0.0,
     ) -> io.NodeOutput:
         info = family_for(model)  # first: a guidance-distilled or unknown family gets its sentence before any work
         entries = training_prompt_entries(clip, read_prompts(prompts, prompts_file), conditioning)
         uc_entry = training_uc_entry(clip, negative)
+        negative_texts = tuple(dict.fromkeys(prompt_lines(negative_prompts.splitlines())))
         cfg = TrainConfig.from_inputs(recipe, loss, info.default_loss, learning_rate or None, steps=steps,
                                       batch_size=batch_size, guidance_scale=guidance_scale, seed=seed, save_every=save_every,
-                                      samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps)
+                                      samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps,
+                                      negative_prompts=negative_texts,
+                                      guidance_range=guidance_range(guidance_range_min, guidance_range_max))
         options = SessionOptions(width=width, height=height, frames=frames,
                                  latents=latents["samples"] if latents is not None else None, resume=resume_from,
-                                 gradient_checkpointing=gradient_checkpointing, autocast_dtype=AUTOCAST_DTYPES[autocast])
+                                 gradient_checkpointing=gradient_checkpointing, autocast_dtype=AUTOCAST_DTYPES[autocast],
+                                 negatives=training_negative_entries(clip, list(negative_texts)))
         result = run_training(model, entries, uc_entry, cfg, options, comfy_progress_events(cfg, resume_from, filename_prefix))
         labels = token_groups(len(result.pattern), result.bundle.keep_rule)
         log.info("DICE: trained %s; final loss %.4g", result.bundle.describe(), result.losses[-1])

@@ -107,6 +107,10 @@ def test_pages_quote_the_errors_the_code_raises(comfy_nodes):
     from dice_comfy.conditioning import ZERO_NEGATIVE_WARNING
 
     assert ZERO_NEGATIVE_WARNING in refine
+    from dice_comfy.conditioning import DIAL_WARNING, UNTRAINED_NEGATIVE_WARNING
+
+    assert UNTRAINED_NEGATIVE_WARNING in refine
+    assert DIAL_WARNING.replace("%g", "<w>", 1).replace("%g", "<scale>", 1).replace("%.3g", "<factor>") in refine
     check = flat(page("DiceFastPathCheck"))
     assert fast_path.CFG1_DISABLED_WARNING in check
     assert fast_path.CFG_ABOVE_1_WARNING.replace("%.3g", "<cfg>") in check
