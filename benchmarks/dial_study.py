@@ -1,11 +1,15 @@
-"""Is `strength` a guidance dial? One refiner trained at w=5, against CFG at w in {3, 5, 7, 9} (issue 14).
+"""The guidance dial: one refiner against CFG at w in {3, 5, 7, 9} (issue 14).
 
-A refiner learns one guidance scale w_train: c' = c + strength * R(c, uc) reproduces cfg=w_train at
+The paper's refiner learns one guidance scale w_train: c' = c + strength * R(c, uc) reproduces cfg=w_train at
 strength 1 and cfg=1 at strength 0. Two ways to ask it for another w:
 - "linear": strength = (w - 1) / (w_train - 1), fixed in advance (no choice made on the data);
 - "calibrated": the grid strength whose images are closest to CFG's at w from the same noise (mean squared
   error in RGB) on the validation seeds.
-Both are reported on the test seeds only: recovery = (DICE - cfg1) / (CFG_w - cfg1) in accuracy, with a 95%
+And the pack's answer, "dial": a dial refiner (DICE Train Refiner's guidance_range_min/max = 2 and 10,
+guidance_scale 5 as its default), trained with the same settings but for its step count, which is chosen
+among --dial-steps on the validation seeds (the highest worst-case recovery over the four w), then refined
+at guidance_scale = w and strength 1.
+All are reported on the test seeds only: recovery = (DICE - cfg1) / (CFG_w - cfg1) in accuracy, with a 95%
 bootstrap interval over the 18 held-out prompts, and the images' distance to CFG's at w over cfg 1's
 (below 1: closer to CFG at w than cfg 1 is). Accuracy saturates near 0.9 from w = 5 on, so the distance is
 what says whether a strength reproduces CFG at a given w. The noise seeds are split: validation 0..V-1,
@@ -24,6 +28,7 @@ import time
 import torch
 
 GUIDANCE_SCALES = (3.0, 5.0, 7.0, 9.0)
+DIAL_RANGE = (2.0, 10.0)
 STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
 
 
@@ -48,6 +53,8 @@ def main(argv=None) -> dict:
     p.add_argument("--steps", type=int, default=600, help="refiner training steps (one refiner, w_train 5)")
     p.add_argument("--validation-seeds", type=int, default=5)
     p.add_argument("--test-seeds", type=int, default=10)
+    p.add_argument("--dial-steps", type=int, nargs="+", default=[600, 1500],
+                   help="dial refiner step counts to choose from on validation")
     p.add_argument("--json")
     a = p.parse_args(argv)
 
@@ -68,10 +75,20 @@ def main(argv=None) -> dict:
     settings = toyworld_table.NodeSettings(steps=a.steps, seed=0, batch_size=32, lr=0.0, samples_per_prompt=8)
     bundle, _, train_s = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world.TRAIN_CAPTIONS, settings)
     assert bundle.recipe["guidance_scale"] == w_train
+    dial_bundles, dial_train_s = {}, {}
+    for steps in a.dial_steps:
+        dial_settings = toyworld_table.NodeSettings(steps=steps, seed=0, batch_size=32, lr=0.0, samples_per_prompt=8,
+                                                    guidance_range=DIAL_RANGE)
+        dial_bundles[steps], _, dial_train_s[steps] = toyworld_table.train_refiner_with_node(
+            nodes_map, model, clip, world.TRAIN_CAPTIONS, dial_settings)
     refine = nodes_map["DiceRefineConditioning"]
 
-    def sample(split: str, cfg: float, strength: float | None = None) -> dict:
-        transform = None if strength is None else (lambda cond: refine.execute(cond, bundle, strength).args[0])
+    def sample(split: str, cfg: float, strength: float | None = None, dial: tuple[float, int] | None = None) -> dict:
+        if dial is not None:
+            dial_w, dial_bundle = dial[0], dial_bundles[dial[1]]
+            transform = lambda cond: refine.execute(cond, dial_bundle, 1.0, guidance_scale=dial_w).args[0]  # noqa: E731
+        else:
+            transform = None if strength is None else (lambda cond: refine.execute(cond, bundle, strength).args[0])
         with torch.inference_mode():
             r = sample_and_score(model, clip, prompts, seeds[split], cfg, positive_transform=transform)
         return {"correct": r["correct"], "rgb": world.latent_to_rgb(r["latents"])}
@@ -84,6 +101,18 @@ def main(argv=None) -> dict:
             key = f"dice@{s:.4g}"
             if key not in runs[split]:
                 runs[split][key] = sample(split, 1.0, s)
+        if split == "validation":
+            for steps in a.dial_steps:
+                for w in GUIDANCE_SCALES:
+                    runs[split][f"dial{steps}@{w:g}"] = sample(split, 1.0, dial=(w, steps))
+            val = runs["validation"]
+            worst = {steps: min(recovery(val[f"dial{steps}@{w:g}"]["correct"], val["cfg1"]["correct"],
+                                         val[f"cfg{w:g}"]["correct"]) for w in GUIDANCE_SCALES) for steps in a.dial_steps}
+            chosen_steps = max(a.dial_steps, key=lambda steps: worst[steps])
+            print(json.dumps({"dial_worst_validation_recovery": worst, "chosen_steps": chosen_steps}), flush=True)
+        else:
+            for w in GUIDANCE_SCALES:
+                runs[split][f"dial@{w:g}"] = sample(split, 1.0, dial=(w, chosen_steps))
         print(json.dumps({split: {k: round(float(v["correct"].float().mean()), 3) for k, v in runs[split].items()}}),
               flush=True)
 
@@ -100,8 +129,9 @@ def main(argv=None) -> dict:
         row = {"guidance_scale": w, "cfg_w": accuracy("test", cfg_w), "cfg1": accuracy("test", "cfg1"),
                "cfg1_distance_to_cfg_w": distance("test", "cfg1", cfg_w)}
         test = runs["test"]
-        for arm, strength in (("linear", (w - 1) / (w_train - 1)), ("calibrated", calibrated)):
-            key = f"dice@{strength:.4g}"
+        arms = (("linear", (w - 1) / (w_train - 1), None), ("calibrated", calibrated, None), ("dial", 1.0, f"dial@{w:g}"))
+        for arm, strength, dial_key in arms:
+            key = dial_key or f"dice@{strength:.4g}"
             dice = test[key]["correct"]
             row[arm] = {"strength": strength, "accuracy": float(dice.float().mean()),
                         "recovery": recovery(dice, test["cfg1"]["correct"], test[cfg_w]["correct"]),
@@ -111,9 +141,13 @@ def main(argv=None) -> dict:
         print(json.dumps(row), flush=True)
     result = {
         "w_train": w_train, "train_steps": a.steps, "train_s": train_s, "seconds": time.time() - t0,
+        "dial_range": list(DIAL_RANGE), "dial_train_s": dial_train_s[chosen_steps], "dial_steps": chosen_steps,
+        "dial_validation": {"candidates": {str(k): {"train_s": dial_train_s[k], "worst_recovery": worst[k]}
+                                           for k in a.dial_steps}, "chosen_steps": chosen_steps},
         "pairs": {split: len(prompts) * len(s) for split, s in seeds.items()}, "strength_grid": list(STRENGTHS),
         "accuracy_by_strength": {split: {k: accuracy(split, k) for k in runs[split] if k.startswith("dice@")}
                                  for split in seeds},
+        "dial_accuracy": {split: {k: accuracy(split, k) for k in runs[split] if k.startswith("dial")} for split in seeds},
         "rows": rows, "goal": "recovery >= 0.85 at every w, with its 95% interval",
     }
     if a.json:

@@ -141,8 +141,7 @@ def _padding(study: dict) -> list[str]:
     return lines
 
 
-def _controls(section: dict) -> list[str]:
-    dial = section["dial"]
+def _dial(dial: dict, section: dict) -> list[str]:
     pairs = dial["pairs"]
 
     def cell(arm: dict) -> str:
@@ -150,23 +149,83 @@ def _controls(section: dict) -> list[str]:
         return (f"{arm['strength']:.3g} | {arm['accuracy']:.3f} | **{arm['recovery']:.2f}** [{low:.2f}, {high:.2f}] | "
                 f"{arm['distance_over_cfg1']:.2f}")
 
+    has_dial = "dial" in dial["rows"][0]
+    dial_text = ""
+    if has_dial:
+        candidates = dial["dial_validation"]["candidates"]
+        dial_text = (f" *dial* is a dial refiner (guidance range {dial['dial_range'][0]:g} to {dial['dial_range'][1]:g}, "
+                     f"default {dial['w_train']:g}, otherwise the same settings) refined at guidance_scale = w and strength 1; "
+                     "its step count was chosen on the validation seeds by the worst recovery over the four w ("
+                     + ", ".join(f"{k} steps: {v['worst_recovery']:.2f}" for k, v in candidates.items())
+                     + f"): **{dial['dial_steps']} steps**.")
     lines = [f"Measured {section.get('date', '?')} on {_machine(section.get('machine', {}))} "
              "(`python -m benchmarks.run_all --only controls`, benchmarks/dial_study.py). "
              f"One refiner trained at w = {dial['w_train']:g} ({dial['train_steps']} steps), then CFG at w against DICE at "
              f"cfg 1 with strength set for w: *linear* is strength = (w - 1) / (w_train - 1), fixed in advance; "
              f"*calibrated* is the grid strength whose images were closest to CFG's at w from the same noise on the "
-             f"validation seeds ({pairs['validation']} pairs). Figures on the test seeds ({pairs['test']} pairs): accuracy; "
-             "recovery = (DICE - cfg 1) / (CFG at w - cfg 1) with a bootstrap 95% interval over prompts; and *distance*, "
-             "the mean squared RGB distance to CFG at w's images over cfg 1's (below 1: nearer CFG at w than cfg 1 is). "
-             f"Goal: {dial['goal']}.", "",
-             "| w | CFG at w | cfg 1 | linear: strength | accuracy | recovery | distance | calibrated: strength | accuracy | "
-             "recovery | distance |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"validation seeds ({pairs['validation']} pairs).{dial_text} Figures on the test seeds ({pairs['test']} pairs): "
+             "accuracy; recovery = (DICE - cfg 1) / (CFG at w - cfg 1) with a bootstrap 95% interval over prompts; and "
+             "*distance*, the mean squared RGB distance to CFG at w's images over cfg 1's (below 1: nearer CFG at w than "
+             f"cfg 1 is). Goal: {dial['goal']}.", ""]
+    arms = ["linear", "calibrated"] + (["dial"] if has_dial else [])
+    lines += ["| w | CFG at w | cfg 1 | " + " | ".join(f"{a}: strength | accuracy | recovery | distance" for a in arms) + " |",
+              "|---|---|---|" + "---|---|---|---|" * len(arms)]
     for r in dial["rows"]:
-        lines.append(f"| {r['guidance_scale']:g} | {r['cfg_w']:.3f} | {r['cfg1']:.3f} | {cell(r['linear'])} | "
-                     f"{cell(r['calibrated'])} |")
+        lines.append(f"| {r['guidance_scale']:g} | {r['cfg_w']:.3f} | {r['cfg1']:.3f} | "
+                     + " | ".join(cell(r[a]) for a in arms) + " |")
     test = dial["accuracy_by_strength"]["test"]
-    lines += ["", "DICE accuracy by strength (test): " + ", ".join(
+    lines += ["", "Single-scale DICE accuracy by strength (test): " + ", ".join(
         f"{k.removeprefix('dice@')}: {v:.3f}" for k, v in sorted(test.items(), key=lambda kv: float(kv[0][5:])))]
+    if has_dial:
+        lines += ["", f"Training (node run, teacher and training together): single-scale {dial['train_steps']} steps "
+                  f"{dial['train_s']:.0f} s, dial {dial['dial_steps']} steps {dial['dial_train_s']:.0f} s. Both sample the same "
+                  "number of teacher trajectories: a dial costs no more teacher calls."]
+    return lines
+
+
+def _negatives(neg: dict) -> list[str]:
+    t = neg["training"]
+    lines = ["`benchmarks/negative_study.py`. Evaluation prompts leave the colour out (" + ", ".join(
+                f"\"{p}\"" for p in neg["eval_prompts"]) + "), so the model picks one and a colour named in the negative has "
+             f"something to remove. Each prompt with each of the {len(neg['negatives'])} colours as the negative: "
+             f"{neg['cells']} cells x {neg['seeds']} seeds = {neg['images_per_method']} images per method. *Shows the named "
+             "colour*: the rate of images in the colour the negative names (with no negative at all it is about 1/6). "
+             "*Shape and position*: the attributes the prompt does specify. 95% bootstrap intervals over the cells. "
+             f"Both refiners: DICE Train Refiner on {neg['train_prompts']} prompts (the 54 training captions and the 6 other "
+             f"colour-free captions). Paper-way: {neg['train_steps']} steps, 8 teacher samples per prompt. Negative-aware: "
+             "negative_prompts = the six colours; teacher samples per pair x steps chosen on "
+             f"{neg['validation']['seeds']} validation seeds among " + ", ".join(
+                f"{k} (named-colour rate {neg['validation']['named_colour_rate'][k]:.3f})" for k in neg['validation']['candidates'])
+             + f", against cfg 5's {neg['validation']['named_colour_rate']['cfg=5, negative as uc']:.3f}: "
+             f"**{neg['validation']['chosen']}**. The test seeds were sampled once, with the chosen refiner.", "",
+             "| method | shows the named colour | shape and position |", "|---|---|---|"]
+    for name, r in neg["rows"].items():
+        lo, hi = r["shows_ci95"]
+        alo, ahi = r["aligned_ci95"]
+        lines.append(f"| {name} | {r['shows_named_colour']:.3f} [{lo:.3f}, {hi:.3f}] | "
+                     f"{r['shape_and_position']:.3f} [{alo:.3f}, {ahi:.3f}] |")
+    g = neg["goals"]
+    rate, align = g["rate_vs_cfg_w"], g["alignment_vs_paper_dice_without_negative"]
+    lines += ["", f"Goals: negative-aware DICE's rate minus cfg 5's with the negative: {rate['gap']:+.3f} "
+              f"[{rate['gap_ci95'][0]:+.3f}, {rate['gap_ci95'][1]:+.3f}] (goal {rate['goal']}: "
+              f"{'met' if rate['met'] else 'not met'}); its shape-and-position accuracy minus paper-way DICE's without a "
+              f"negative: {align['gap']:+.3f} [{align['gap_ci95'][0]:+.3f}, {align['gap_ci95'][1]:+.3f}] (goal "
+              f"{align['goal']}: {'met' if align['met'] else 'not met'}).", "",
+              f"Cost: the paper-way refiner's teacher sampled {t['paper']['teacher_trajectories']} trajectories "
+              f"({t['paper']['samples_per_pair']} per prompt), the negative-aware one "
+              f"{t['negative-aware']['teacher_trajectories']} ({t['negative-aware']['samples_per_pair']} per (prompt, "
+              f"negative) pair, 7 pairs per prompt, {t['negative-aware']['steps']} steps); node run, teacher and training "
+              "together: "
+              f"{t['paper']['train_s']:.0f} s against {t['negative-aware']['train_s']:.0f} s."]
+    return lines
+
+
+def _controls(section: dict) -> list[str]:
+    lines = []
+    if "negatives" in section:
+        lines += ["#### Negative prompts", ""] + _negatives(section["negatives"]) + [""]
+    if "dial" in section:
+        lines += ["#### Guidance dial", ""] + _dial(section["dial"], section)
     return lines
 
 
@@ -196,7 +255,7 @@ def write_benchmarks_md(results: dict, path: str) -> None:
             lines += ["### T5 prompts: padded or not (tiny PixArt-alpha, benchmarks/padding_study.py)", ""]
             lines += _padding(section["padding"]) + [""]
         if "controls" in section:
-            lines += ["### Guidance dial: one refiner against CFG at other scales (toy world)", ""]
+            lines += ["### Controls at sampling time: negative prompts and the guidance dial (toy world)", ""]
             lines += _controls(section["controls"]) + [""]
         if "cost_curve" in section:
             lines += ["### Training cost curve (node loop, full-size SD1.5 UNet)", ""] + _cost(section["cost_curve"]) + [""]

@@ -42,6 +42,8 @@ class NodeSettings:
     samples_per_prompt: int
     recipe: str = "dice-pack"
     loss: str = "auto"
+    negative_prompts: str = ""  # negative-aware training: one per line; "" is the paper's way
+    guidance_range: tuple[float, float] = (0.0, 0.0)  # the dial's range of w; (0, 0): one scale, the paper's refiner
 
 
 @contextlib.contextmanager
@@ -83,6 +85,8 @@ def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSett
             batch_size=settings.batch_size, guidance_scale=5.0, recipe=settings.recipe, learning_rate=settings.lr,
             loss=settings.loss, seed=settings.seed, width=128, height=128, samples_per_prompt=settings.samples_per_prompt,
             teacher_steps=20, save_every=0, filename_prefix="toyworld_bench", gradient_checkpointing=False, autocast="none",
+            negative_prompts=settings.negative_prompts, guidance_range_min=settings.guidance_range[0],
+            guidance_range_max=settings.guidance_range[1],
         )
     return out.args[0], out.args[1], time.time() - t0
 
