@@ -12,7 +12,8 @@ import pytest
 from dice_testkit import comfy_server, harness
 
 WORKFLOWS = os.path.join(harness.REPO, "workflows")
-WORKFLOW_NAMES = ["dice_train", "dice_apply", "dice_compare", "dice_negative_prompt", "dice_toyworld", "dice_video_wan21"]
+WORKFLOW_NAMES = ["dice_train", "dice_apply", "dice_compare", "dice_negative_prompt", "dice_dial", "dice_toyworld",
+                  "dice_video_wan21"]
 
 # Small enough for 2 CPU cores; everything else is the workflow's own user default.
 TEST_OVERRIDES = {

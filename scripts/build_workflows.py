@@ -96,9 +96,22 @@ At cfg 1.0 KSampler ignores its negative input, so a negative prompt has to go *
 connect it to **DICE Refine Conditioning**'s optional **negative** input, where it replaces the
 empty prompt as `uc` in `c' = c + strength * R(c, uc)`.
 
-Without it the refiner uses the empty-prompt embedding stored in its file (what it was trained
-with). For best results with a fixed negative prompt, also connect the same negative to
-**DICE Train Refiner**'s *negative* input when training.
+The refiner must have been **trained with negatives**: put the negatives you use, one per line, in
+**DICE Train Refiner**'s *negative_prompts*. A refiner trained the paper's way (empty prompt only)
+all but ignores a negative, and DICE Refine Conditioning says so in the console. BENCHMARKS.md
+("Negative prompts") measures both. Without a negative connected, the refiner uses the
+empty-prompt embedding stored in its file.
+"""
+
+NOTE_DIAL = """## DICE with a guidance dial
+
+**DICE Refine Conditioning**'s *guidance_scale* is the cfg the refined prompt reproduces at cfg 1.0
+(0: the scale the refiner was trained for). It works as a dial for a **dial refiner**: train it with
+**DICE Train Refiner**'s *guidance_range_min* / *guidance_range_max* (for example 2 and 10), which
+costs no more teacher calls. A refiner trained for one scale can only scale its change, which falls
+short above its scale (a console warning says so). BENCHMARKS.md ("Guidance dial") measures both.
+
+Here the dial is set to 7. Sample at cfg 1.0: the guidance is in the prompt.
 """
 
 
@@ -277,7 +290,7 @@ def spec_train() -> list[dict]:
     ]
 
 
-def _apply_core(negative: bool) -> list[dict]:
+def _apply_core(negative: bool, dial: float = 0.0, prefix: str | None = None) -> list[dict]:
     nodes = [
         _ckpt([0, 40]),
         {"key": "loader", "type": "DiceLoadRefiner", "pos": [0, 200], "widgets": {"refiner_name": REFINER}},
@@ -292,8 +305,9 @@ def _apply_core(negative: bool) -> list[dict]:
         refine_inputs["negative"] = ("neg", 0)
     nodes += [
         {"key": "refine", "type": "DiceRefineConditioning", "pos": [760, 40], "inputs": refine_inputs,
-         "widgets": {"strength": 1.0}},
-        {"key": "zero", "type": "ConditioningZeroOut", "pos": [760, 180], "title": "Negative: unused at cfg 1.0",
+         "title": f"DICE Refine Conditioning (dial {dial:g})" if dial else None,
+         "widgets": {"strength": 1.0, "guidance_scale": dial}},
+        {"key": "zero", "type": "ConditioningZeroOut", "pos": [760, 220], "title": "Negative: unused at cfg 1.0",
          "inputs": {"conditioning": ("pos", 0)}},
         {"key": "latent", "type": "EmptyLatentImage", "pos": [760, 280], "widgets": {"width": 512, "height": 512,
                                                                                     "batch_size": 1}},
@@ -304,9 +318,14 @@ def _apply_core(negative: bool) -> list[dict]:
         {"key": "decode", "type": "VAEDecode", "pos": [1360, 40], "inputs": {"samples": ("ks", 0), "vae": ("ckpt", 2)}},
         {"key": "out", "type": "SaveImage", "pos": [1360, 140], "size": [320, 340],
          "inputs": {"images": ("decode", 0)},
-         "widgets": {"filename_prefix": "DICE/negative" if negative else "DICE/apply"}},
+         "widgets": {"filename_prefix": prefix or ("DICE/negative" if negative else "DICE/apply")}},
     ]
-    return nodes
+    return [_without_empty_title(n) for n in nodes]
+
+
+def _without_empty_title(node: dict) -> dict:
+    """A node keeps its default title where the spec gives none."""
+    return {k: v for k, v in node.items() if not (k == "title" and v is None)}
 
 
 def spec_apply() -> list[dict]:
@@ -315,6 +334,10 @@ def spec_apply() -> list[dict]:
 
 def spec_negative() -> list[dict]:
     return [_note(NOTE_NEGATIVE, [0, -250], [1300, 220])] + _apply_core(negative=True)
+
+
+def spec_dial() -> list[dict]:
+    return [_note(NOTE_DIAL, [0, -250], [1300, 220])] + _apply_core(negative=False, dial=7.0, prefix="DICE/dial")
 
 
 def spec_compare() -> list[dict]:
@@ -377,6 +400,7 @@ SPECS = {
     "dice_apply": spec_apply,
     "dice_compare": spec_compare,
     "dice_negative_prompt": spec_negative,
+    "dice_dial": spec_dial,
     "dice_toyworld": spec_toyworld,
     "dice_video_wan21": spec_video,
 }

@@ -137,6 +137,14 @@ def test_negative_prompt_workflow_saves_a_png(comfy_server_proc, trained_refiner
     _run_and_check_image(comfy_server_proc, "dice_negative_prompt", (64, 64))
 
 
+def test_dial_workflow_saves_a_png(comfy_server_proc, trained_refiner):
+    """The dial template at guidance_scale 7 on the single-scale refiner the train template made: it runs (with the
+    console's warning that only a dial refiner follows the dial)."""
+    api = load_api_workflow("dice_dial")
+    assert [n["inputs"]["guidance_scale"] for n in api.values() if n["class_type"] == "DiceRefineConditioning"] == [7.0]
+    _run_and_check_image(comfy_server_proc, "dice_dial", (64, 64))
+
+
 def test_compare_workflow_saves_both_images_side_by_side(comfy_server_proc, trained_refiner):
     spacing = load_api_workflow("dice_compare")
     spacing = next(n["inputs"]["spacing_width"] for n in spacing.values() if n["class_type"] == "ImageStitch")
