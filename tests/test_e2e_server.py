@@ -30,14 +30,16 @@ DICE_NODES = {
     # node id: (display name, required inputs, optional inputs, output types)
     "DiceLoadRefiner": ("DICE Load Refiner", ["refiner_name"], [], ["DICE_REFINER"]),
     "DiceSaveRefiner": ("DICE Save Refiner", ["refiner", "filename_prefix", "keep_optimizer_state"], [], []),
-    "DiceRefineConditioning": ("DICE Refine Conditioning", ["positive", "refiner", "strength"], ["negative", "model"],
+    "DiceRefineConditioning": ("DICE Refine Conditioning", ["positive", "refiner", "strength"],
+                               ["negative", "model", "guidance_scale"],
                                ["CONDITIONING"]),
     "DiceTrainRefiner": (
         "DICE Train Refiner",
         ["model", "prompts", "prompts_file", "steps", "batch_size", "guidance_scale", "recipe", "learning_rate", "loss",
          "seed", "width", "height", "samples_per_prompt", "teacher_steps", "save_every", "filename_prefix",
          "gradient_checkpointing", "autocast"],
-        ["clip", "resume_from", "latents", "conditioning", "negative", "frames"],
+        ["clip", "resume_from", "latents", "conditioning", "negative", "frames", "negative_prompts", "guidance_range_min",
+         "guidance_range_max"],
         ["DICE_REFINER", "IMAGE", "IMAGE"],
     ),
     "DiceToyWorldLoader": ("DICE Toy World Loader (demo model)", [], [], ["MODEL", "CLIP", "VAE"]),
