@@ -176,14 +176,6 @@ def test_a_single_scale_refiner_maps_guidance_scale_onto_strength_and_says_so(co
 
 # ---- training a dial refiner with the node ------------------------------------------------------------------
 
-class TextClip:
-    def tokenize(self, text):
-        return text
-
-    def encode_from_tokens_scheduled(self, text):
-        return tiny_models.clip_conditioning(sum(map(ord, text)) + 17 * len(text), 768)
-
-
 def _node_args(**kw):
     args = dict(prompts="a\nb", prompts_file="(none)", steps=4, batch_size=4, guidance_scale=5.0, recipe="dice-pack",
                 learning_rate=0.0, loss="auto", seed=3, width=64, height=64, samples_per_prompt=2, teacher_steps=3,
@@ -197,7 +189,7 @@ def test_train_node_trains_a_dial_refiner_that_saves_loads_and_resumes_only_as_o
     node = comfy_nodes["DiceTrainRefiner"]
     with torch.inference_mode():
         patcher = tiny_models.sd15(seed=1)
-        bundle = node.execute(patcher, clip=TextClip(), **_node_args(recipe=recipe, guidance_range_min=2.0,
+        bundle = node.execute(patcher, clip=tiny_models.TextClip(), **_node_args(recipe=recipe, guidance_range_min=2.0,
                                                                      guidance_range_max=10.0)).args[0]
     assert bundle.module.guidance is not None and bundle.guidance_range == (2.0, 10.0)
     assert any(p.abs().sum() > 0 for p in bundle.module.guidance.net[2].parameters()), "the dial itself trained"
@@ -205,8 +197,8 @@ def test_train_node_trains_a_dial_refiner_that_saves_loads_and_resumes_only_as_o
     loaded = comfy_nodes["DiceLoadRefiner"].execute("dial_saved_00001.safetensors").args[0]
     assert loaded.guidance_range == (2.0, 10.0) and loaded.module.guidance_reference == 5.0
     with torch.inference_mode():
-        more = node.execute(patcher, clip=TextClip(), resume_from=loaded,
+        more = node.execute(patcher, clip=tiny_models.TextClip(), resume_from=loaded,
                             **_node_args(recipe=recipe, steps=6, guidance_range_min=2.0, guidance_range_max=10.0)).args[0]
         assert more.train_step == 6
         with pytest.raises(ValueError, match="is a dial refiner .* resume with the guidance range"):
-            node.execute(patcher, clip=TextClip(), resume_from=loaded, **_node_args(recipe=recipe, steps=6))
+            node.execute(patcher, clip=tiny_models.TextClip(), resume_from=loaded, **_node_args(recipe=recipe, steps=6))

@@ -87,16 +87,6 @@ def test_the_teacher_guides_each_pair_with_its_own_negative(comfy_nodes):
     assert not torch.allclose(together[1][0], together[1][1]), "rows 0 and 1 have different negatives"
 
 
-class TextClip:
-    """A text encoder for the node's text boxes: each string maps to fixed seeded CLIP-shaped tokens."""
-
-    def tokenize(self, text):
-        return text
-
-    def encode_from_tokens_scheduled(self, text):
-        return tiny_models.clip_conditioning(sum(map(ord, text)) + 17 * len(text), 768)
-
-
 def _node_args(**kw):
     args = dict(prompts="a\nb", prompts_file="(none)", steps=3, batch_size=4, guidance_scale=5.0, recipe="dice-pack",
                 learning_rate=0.0, loss="auto", seed=3, width=64, height=64, samples_per_prompt=2, teacher_steps=3,
@@ -120,17 +110,17 @@ def test_train_node_pairs_prompts_with_its_negative_prompts_and_records_them(com
     node = comfy_nodes["DiceTrainRefiner"]
     totals = _teacher_totals(monkeypatch)
     with torch.inference_mode():
-        plain = node.execute(tiny_models.sd15(seed=1), clip=TextClip(), **_node_args()).args[0]
+        plain = node.execute(tiny_models.sd15(seed=1), clip=tiny_models.TextClip(), **_node_args()).args[0]
     plain_total = max(totals) - 3
     totals.clear()
     with torch.inference_mode():
-        aware = node.execute(tiny_models.sd15(seed=1), clip=TextClip(),
+        aware = node.execute(tiny_models.sd15(seed=1), clip=tiny_models.TextClip(),
                              **_node_args(negative_prompts="blurry\n# a comment\nred\n\nblurry")).args[0]
     assert max(totals) - 3 == 3 * plain_total
     assert list(plain.recipe["negative_prompts"]) == []
     assert list(aware.recipe["negative_prompts"]) == ["blurry", "red"]
     # The default uc stays the empty prompt: it is what DICE Refine Conditioning uses with no negative connected.
-    torch.testing.assert_close(aware.null_uc, TextClip().encode_from_tokens_scheduled("")[0][0])
+    torch.testing.assert_close(aware.null_uc, tiny_models.TextClip().encode_from_tokens_scheduled("")[0][0])
     comfy_nodes["DiceSaveRefiner"].execute(aware, "neg_saved")
     loaded = comfy_nodes["DiceLoadRefiner"].execute("neg_saved_00001.safetensors").args[0]
     assert loaded.recipe["negative_prompts"] == ["blurry", "red"]
