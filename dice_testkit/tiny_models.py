@@ -189,6 +189,15 @@ class TextClip:
         return clip_conditioning(sum(map(ord, text)) + 17 * len(text), 768)
 
 
+def train_node_args(**overrides) -> dict:
+    """DICE Train Refiner's widget values for a seconds-long run on a tiny model (two prompts, 64 px)."""
+    args = dict(prompts="a\nb", prompts_file="(none)", steps=3, batch_size=4, guidance_scale=5.0, recipe="dice-pack",
+                learning_rate=0.0, loss="auto", seed=3, width=64, height=64, samples_per_prompt=2, teacher_steps=3,
+                save_every=0, filename_prefix="tiny", gradient_checkpointing=False, autocast="none")
+    args.update(overrides)
+    return args
+
+
 class LinearDenoiser:
     """A pure-torch stand-in for ComfyDenoiser, with no model behind it: for testing the training
     loop's own logic (data layout, guards, loss scaling) in milliseconds."""

@@ -177,11 +177,7 @@ def test_a_single_scale_refiner_maps_guidance_scale_onto_strength_and_says_so(co
 # ---- training a dial refiner with the node ------------------------------------------------------------------
 
 def _node_args(**kw):
-    args = dict(prompts="a\nb", prompts_file="(none)", steps=4, batch_size=4, guidance_scale=5.0, recipe="dice-pack",
-                learning_rate=0.0, loss="auto", seed=3, width=64, height=64, samples_per_prompt=2, teacher_steps=3,
-                save_every=0, filename_prefix="dial", gradient_checkpointing=False, autocast="none")
-    args.update(kw)
-    return args
+    return tiny_models.train_node_args(**{"steps": 4, "filename_prefix": "dial", **kw})
 
 
 @pytest.mark.parametrize("recipe", ["dice-pack", "paper"])

@@ -88,11 +88,7 @@ def test_the_teacher_guides_each_pair_with_its_own_negative(comfy_nodes):
 
 
 def _node_args(**kw):
-    args = dict(prompts="a\nb", prompts_file="(none)", steps=3, batch_size=4, guidance_scale=5.0, recipe="dice-pack",
-                learning_rate=0.0, loss="auto", seed=3, width=64, height=64, samples_per_prompt=2, teacher_steps=3,
-                save_every=0, filename_prefix="neg", gradient_checkpointing=False, autocast="none")
-    args.update(kw)
-    return args
+    return tiny_models.train_node_args(**{"steps": 3, "filename_prefix": "neg", **kw})
 
 
 def _teacher_totals(monkeypatch) -> list[int]:
