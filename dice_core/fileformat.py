@@ -149,12 +149,21 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadat
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only (0600); a plain open() would give 0666 less the umask, which is what
+        # ComfyUI's own saves get, and what a second user or a container reading models/ expects.
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def _int(meta: dict[str, str], key: str, path: str) -> int:

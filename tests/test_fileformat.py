@@ -68,6 +68,20 @@ def test_save_is_atomic_and_leaves_no_temp_files_on_failure(tmp_path, monkeypatc
     assert os.listdir(tmp_path) == ["r.safetensors"]
 
 
+def test_saved_file_has_the_permissions_a_plain_write_would_give(tmp_path):
+    """The atomic writer's temp file starts owner-only; the saved file must not stay so (a second user, or a
+    container mounting models/, could not read it). Compared with a file opened normally under the same umask."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "r.safetensors"
+        save_refiner(str(path), _bundle())
+        plain = tmp_path / "plain"
+        plain.write_bytes(b"")
+        assert (path.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777) == 0o644
+    finally:
+        os.umask(old)
+
+
 def test_truncated_file_is_a_clear_error(tmp_path):
     path = tmp_path / "r.safetensors"
     save_refiner(str(path), _bundle())
