@@ -46,6 +46,11 @@ def setup_comfy(cpu: bool = True) -> str:
 # list, so it is deliberately not read from the pack.
 DICE_NODES = frozenset({"DiceLoadRefiner", "DiceSaveRefiner", "DiceRefineConditioning", "DiceTrainRefiner",
                         "DiceToyWorldLoader", "DiceFastPathCheck"})
+# Where users find them in the node library, written out the same way: training beside core's training nodes (core's
+# TrainLoraNode is in `training`), the rest in the pack's folder under conditioning.
+DICE_CATEGORIES = {"DiceTrainRefiner": "training", "DiceLoadRefiner": "conditioning/DICE",
+                   "DiceSaveRefiner": "conditioning/DICE", "DiceRefineConditioning": "conditioning/DICE",
+                   "DiceToyWorldLoader": "conditioning/DICE", "DiceFastPathCheck": "conditioning/DICE"}
 
 _PACK_LOADED = False
 

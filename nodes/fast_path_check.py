@@ -7,6 +7,8 @@ from comfy_api.v0_0_2 import io
 
 from dice_comfy.fast_path import with_fast_path_check
 
+from .library import CATEGORY, placement
+
 
 class DiceFastPathCheck(io.ComfyNode):
     @classmethod
@@ -14,7 +16,7 @@ class DiceFastPathCheck(io.ComfyNode):
         return io.Schema(
             node_id="DiceFastPathCheck",
             display_name="DICE Fast-Path Check",
-            category="conditioning/DICE",
+            **placement(CATEGORY, ["fast path", "cfg 1 speed check", "slow sampling"]),
             description="Optional. Put it between the checkpoint loader and the KSampler that samples DICE-refined "
             "conditioning: it logs a warning in the console when that sampling run cannot get DICE's speed-up (cfg "
             "above 1.0, or a node such as Self-Attention Guidance that turns off ComfyUI's cfg=1 optimization). It "

@@ -8,8 +8,9 @@ from dice_comfy.conditioning import refine_conditioning
 from dice_comfy.paths import load_refiner_file, refiner_files, save_refiner_file
 from dice_core.fileformat import RefinerBundle
 
+from .library import CATEGORY, placement
+
 DiceRefiner = io.Custom("DICE_REFINER")
-CATEGORY = "conditioning/DICE"
 
 
 class DiceLoadRefiner(io.ComfyNode):
@@ -18,7 +19,7 @@ class DiceLoadRefiner(io.ComfyNode):
         return io.Schema(
             node_id="DiceLoadRefiner",
             display_name="DICE Load Refiner",
-            category=CATEGORY,
+            **placement(CATEGORY, ["load sharpener", "refiner loader"]),
             description="Loads a DICE refiner (.safetensors) from models/dice. A refiner is trained for one checkpoint "
             "family; its file records which.",
             inputs=[
@@ -42,7 +43,7 @@ class DiceSaveRefiner(io.ComfyNode):
         return io.Schema(
             node_id="DiceSaveRefiner",
             display_name="DICE Save Refiner",
-            category=CATEGORY,
+            **placement(CATEGORY, ["export refiner", "save sharpener"]),
             description="Saves a refiner to models/dice/<prefix>_NNNNN.safetensors (atomic write), with metadata "
             "about the model family and training recipe.",
             is_output_node=True,
@@ -75,7 +76,7 @@ class DiceRefineConditioning(io.ComfyNode):
         return io.Schema(
             node_id="DiceRefineConditioning",
             display_name="DICE Refine Conditioning",
-            category=CATEGORY,
+            **placement(CATEGORY, ["refine prompt", "sharpener", "fast cfg", "distilled guidance", "apply refiner"]),
             description="Rewrites the prompt embedding with a DICE refiner (c' = c + strength * R(c, uc)) so that "
             "KSampler at cfg 1.0 gives CFG-like images with one model pass per step instead of two.",
             inputs=[

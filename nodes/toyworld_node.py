@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from comfy_api.v0_0_2 import io
 
-from .refiner_nodes import CATEGORY
+from .library import CATEGORY, placement
 
 
 class DiceToyWorldLoader(io.ComfyNode):
@@ -17,7 +17,7 @@ class DiceToyWorldLoader(io.ComfyNode):
         return io.Schema(
             node_id="DiceToyWorldLoader",
             display_name="DICE Toy World Loader (demo model)",
-            category=CATEGORY,
+            **placement(CATEGORY, ["demo model", "toy model", "tiny model", "example model"]),
             description="Loads the pack's tiny demo diffusion model: coloured shapes at 16x16 latent pixels. Prompts look "
             "like 'a red square on the left' (colours red green blue yellow magenta cyan; shapes cross square triangle; "
             "positions left right top bottom). Use a 128x128 Empty Latent Image.",

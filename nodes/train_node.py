@@ -14,7 +14,8 @@ from dice_comfy.session import SessionOptions, run_training, token_groups
 from dice_core.plots import loss_curve_image, token_bar_image
 from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig, guidance_range, prompt_lines
 
-from .refiner_nodes import CATEGORY, DiceRefiner
+from .library import TRAINING_CATEGORY, placement
+from .refiner_nodes import DiceRefiner
 
 log = logging.getLogger("ComfyUI-DICE")
 
@@ -26,7 +27,8 @@ class DiceTrainRefiner(io.ComfyNode):
         return io.Schema(
             node_id="DiceTrainRefiner",
             display_name="DICE Train Refiner",
-            category=CATEGORY,
+            **placement(TRAINING_CATEGORY, ["cfg distillation", "guidance distillation", "distill cfg",
+                                            "train sharpener"]),
             description="Trains a DICE refiner for the connected checkpoint: the checkpoint at cfg=w is the teacher, and "
             "the refiner learns to rewrite prompts so one pass at cfg 1.0 matches it. Data-free by default: the teacher "
             "samples its own training latents from your prompts.",

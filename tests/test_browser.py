@@ -108,7 +108,7 @@ def test_every_dice_node_is_registered_in_the_page(page):
     }))""", DICE_NODES)
     for f in found:
         assert f["registered"], f"{f['id']} is not a LiteGraph node type in the page"
-        assert f["category"] == "conditioning/DICE"
+        assert f["category"] == harness.DICE_CATEGORIES[f["id"]]
         assert f["title"].startswith("DICE ")
     # The node appears with its widgets when created from the page.
     widgets = page.evaluate("""() => { const n = window.LiteGraph.createNode('DiceRefineConditioning');

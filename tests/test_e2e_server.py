@@ -14,7 +14,7 @@ import os
 import pytest
 from PIL import Image
 
-from dice_testkit import comfy_server
+from dice_testkit import comfy_server, harness
 from dice_testkit.server_fixtures import (
     TEST_OVERRIDES,
     WORKFLOW_NAMES,
@@ -52,7 +52,7 @@ def test_object_info_lists_every_dice_node_with_its_inputs(comfy_server_proc):
         assert node_id in info, f"{node_id} not registered; server log:\n{comfy_server_proc.log_tail()}"
         d = info[node_id]
         assert d["display_name"] == display
-        assert d["category"] == "conditioning/DICE"
+        assert d["category"] == harness.DICE_CATEGORIES[node_id]
         assert d["python_module"] == f"custom_nodes.{comfy_server.PACK_DIR_NAME}"
         assert d["description"]
         assert list(d["input"]["required"]) == required

@@ -26,6 +26,30 @@ def test_every_node_is_registered_with_tooltips(comfy_nodes):
         del info
 
 
+def test_every_node_has_its_category_and_search_aliases_where_the_schema_takes_them(comfy_nodes):
+    import dataclasses
+
+    from comfy_api.v0_0_2 import io
+
+    takes_aliases = "search_aliases" in {f.name for f in dataclasses.fields(io.Schema)}
+    # The pack detects the field; pin what each supported runtime has, so that detection cannot drop them silently.
+    assert takes_aliases == {"0.3.75": False, "0.33.0": True}.get(harness.comfyui_version(), takes_aliases)
+    assert set(harness.DICE_CATEGORIES) == harness.DICE_NODES
+    for name, category in harness.DICE_CATEGORIES.items():
+        schema = comfy_nodes[name].define_schema()
+        info = comfy_nodes[name].GET_NODE_INFO_V1()  # what /object_info sends the frontend
+        assert schema.category == info["category"] == category, name
+        if not takes_aliases:
+            assert not info.get("search_aliases"), name
+            continue
+        aliases = schema.search_aliases
+        assert info["search_aliases"] == aliases and aliases, f"{name} has no search aliases"
+        assert all(a == a.lower().strip() and a for a in aliases), aliases  # lower case, as core writes them
+        assert len(set(aliases)) == len(aliases), aliases
+    if takes_aliases:
+        assert "cfg distillation" in comfy_nodes["DiceTrainRefiner"].define_schema().search_aliases
+
+
 def test_load_node_lists_only_safetensors_and_loads(comfy_nodes, comfy_dirs):
     dice_dir = comfy_dirs / "models" / "dice"
     save_refiner(str(dice_dir / "mine.safetensors"), _bundle(768, "SD15"))
