@@ -6,6 +6,7 @@ from comfy_api.v0_0_2 import ComfyExtension, io
 from typing_extensions import override
 
 from dice_comfy.paths import register_dice_folder
+from toyworld.comfy_objects import register_toy_lora_folder
 
 from .fast_path_check import DiceFastPathCheck
 from .refiner_nodes import DiceLoadRefiner, DiceRefineConditioning, DiceSaveRefiner
@@ -21,6 +22,7 @@ class DiceExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         register_dice_folder()
+        register_toy_lora_folder()
         return NODES
 
 

@@ -41,6 +41,11 @@ from .text_encoder import ToyTextEncoder
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 UNET_PATH = os.path.join(WEIGHTS_DIR, "base_unet.safetensors")
 TEXT_ENCODER_PATH = os.path.join(WEIGHTS_DIR, "text_encoder.safetensors")
+# The toy style LoRA (toyworld/train_lora.py). LORA_ROOT is a "loras" path once register_toy_lora_folder has run,
+# so ComfyUI's LoRA loaders list the file as LORA_NAME: one entry, named for the pack.
+LORA_ROOT = os.path.join(WEIGHTS_DIR, "loras")
+LORA_NAME = "dice-toyworld/pastel_style.safetensors"
+LORA_PATH = os.path.join(LORA_ROOT, *LORA_NAME.split("/"))
 
 # A 3-level UNet at 16/8/4 px with 64 channels everywhere, one res block per level, self+cross
 # attention at 8 and 4 px and in the middle block. Keys follow ComfyUI's model_detection output for
@@ -163,6 +168,15 @@ def load_base_model(path: str = UNET_PATH, device=None):
     model.diffusion_model.load_state_dict(load_file(path), strict=True)
     model.diffusion_model.requires_grad_(False)
     return model
+
+
+def register_toy_lora_folder() -> None:
+    """Let ComfyUI's own LoRA loader nodes find the toy LoRA, for the toy LoRA template (workflows/). A later
+    entry: the user's models/loras stays first, where LoRAs are saved and listed first."""
+    import folder_paths
+
+    if LORA_ROOT not in folder_paths.get_folder_paths("loras"):
+        folder_paths.add_model_folder_path("loras", LORA_ROOT)
 
 
 def wrap_model_patcher(model):

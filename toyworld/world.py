@@ -160,7 +160,20 @@ def _coverage(shape_idx, cx, cy, r, ss=4):
     return F.avg_pool2d(m[:, None], ss)[:, 0]
 
 
-def render(ci: torch.Tensor, si: torch.Tensor, pi: torch.Tensor, generator: torch.Generator | None = None):
+# Render styles. "pastel" is the toy LoRA's style (toyworld/train_lora.py): every palette colour mixed with
+# white, lift 0.4, so (1, 0, 0) becomes (1, 0.4, 0.4). The brightest channel, hence the lit mask and the
+# grey-level shape fit, is unchanged and each pastel colour is still nearest its own palette entry, so the
+# analyser reads pastel images exactly as plain ones (tested); `pastel_level` measures the style itself.
+STYLES = {"plain": 0.0, "pastel": 0.4}
+
+
+def styled_palette(style: str = "plain") -> torch.Tensor:
+    lift = STYLES[style]
+    return PALETTE if lift == 0 else PALETTE * (1 - lift) + lift
+
+
+def render(ci: torch.Tensor, si: torch.Tensor, pi: torch.Tensor, generator: torch.Generator | None = None,
+           style: str = "plain"):
     """Attribute index tensors (N,) -> images (N, 3, RES, RES) in [-1, 1]."""
     n = ci.shape[0]
     anchor = ANCHORS[pi]
@@ -169,7 +182,7 @@ def render(ci: torch.Tensor, si: torch.Tensor, pi: torch.Tensor, generator: torc
     r = 3.0 + 0.8 * torch.rand(n, generator=generator)
     bright = 0.8 + 0.2 * torch.rand(n, generator=generator)
     m = _coverage(si, cx, cy, r)
-    img = m[:, None] * (PALETTE[ci] * bright[:, None])[:, :, None, None]
+    img = m[:, None] * (styled_palette(style)[ci] * bright[:, None])[:, :, None, None]
     return img * 2 - 1
 
 
@@ -206,11 +219,11 @@ def corrupt(ci, si, pi, noise_p: float, generator: torch.Generator | None = None
     return tuple(out)
 
 
-def train_batch(n: int, generator: torch.Generator | None = None, noise_p: float = 0.30):
+def train_batch(n: int, generator: torch.Generator | None = None, noise_p: float = 0.30, style: str = "plain"):
     """A training batch: images (n, 3, RES, RES) in [-1, 1] of training combinations, the
     true attributes, and the combination index of each (possibly noisy) caption."""
     ci, si, pi = sample_train_combos(n, generator)
-    img = render(ci, si, pi, generator)
+    img = render(ci, si, pi, generator, style)
     cc, cs, cp = corrupt(ci, si, pi, noise_p, generator)
     return img, (ci, si, pi), combo_index(cc, cs, cp)
 
@@ -290,6 +303,16 @@ def analyse(img: torch.Tensor) -> dict:
         "position": torch.where(ok, position, neg),
         "iou": torch.where(ok, iou, torch.zeros_like(iou)),
     }
+
+
+@torch.no_grad()
+def pastel_level(img: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean over fully lit pixels (max channel > 0.7) of min channel / max channel, in [0, 1]
+    units: about 0 for plain renders, 0.4 (STYLES["pastel"]) for pastel ones; NaN where no pixel is lit."""
+    x = (img.float().clamp(-1, 1) + 1) / 2
+    hi, lo = x.max(1).values, x.min(1).values
+    lit = (hi > 0.7).float()
+    return (lo / hi.clamp(min=1e-6) * lit).sum((1, 2)) / lit.sum((1, 2))
 
 
 def score(img: torch.Tensor, ci, si, pi) -> dict:
