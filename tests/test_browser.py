@@ -298,3 +298,107 @@ def test_each_nodes_help_page_opens_in_the_frontend(page, node_id, tmp_path):
     if page.page.get_by_label("Node Info").count() == 0:  # 0.3.75: back to the node list, and close the library
         page.page.locator("button:has(.pi-arrow-left)").first.click()
         page.command("Workspace.ToggleSidebarTab.node-library")
+
+
+# Every row of the node library's tree, in order, as (depth, label). 0.3.75's frontend (1.32, PrimeVue) nests <li
+# role=treeitem aria-label=...>; 0.33's (1.49) lists flat rows with aria-level and the label as their first text line.
+LIBRARY_ROWS_JS = """() => Array.from(document.querySelectorAll('[role=treeitem]')).map(e => [
+    Number(e.getAttribute('aria-level')), (e.getAttribute('aria-label') || e.innerText.split('\\n')[0]).trim()])"""
+
+
+def _library_rows(page) -> list[tuple[int, str]]:
+    return [tuple(row) for row in page.evaluate(LIBRARY_ROWS_JS)]
+
+
+def _library_folders(page) -> dict[str, str]:
+    """label -> the folder path the library shows it under (first occurrence), from the rows' depths."""
+    stack, found = [], {}
+    for level, label in _library_rows(page):
+        del stack[level - 1:]
+        found.setdefault(label, "/".join(stack))
+        stack.append(label)
+    return found
+
+
+# The index of the first folder row with a label, and whether it is open (-1 and None if there is none).
+FOLDER_ROW_JS = """(label) => { const rows = Array.from(document.querySelectorAll('[role=treeitem]'));
+    const i = rows.findIndex(e => (e.getAttribute('aria-label') || e.innerText.split('\\n')[0]).trim() === label
+        && ['true', 'false'].includes(e.getAttribute('aria-expanded')));
+    return [i, i < 0 ? null : rows[i].getAttribute('aria-expanded') === 'true']; }"""
+
+
+def _expand(page, label: str) -> None:
+    """Click a folder of the library open, as a user does (an open one stays open)."""
+    row, is_open = page.evaluate(FOLDER_ROW_JS, label)
+    assert row >= 0, f"no folder {label!r} in the node library: {_library_rows(page)}"
+    if not is_open:
+        page.page.locator("[role=treeitem]").nth(row).click()
+        page.page.wait_for_function(f"(label) => ({FOLDER_ROW_JS})(label)[1] === true", arg=label, timeout=5_000)
+
+
+def _source_filter(page, source: str) -> None:
+    """0.33's library filters by source (All, Comfy Nodes, Extensions, ...): the pack's nodes are under Extensions."""
+    item = page.page.get_by_role("menuitemcheckbox", name=source, exact=True)
+    page.page.get_by_label("Filter").first.click()
+    item.wait_for(timeout=10_000)
+    if item.get_attribute("aria-checked") != "true":
+        item.click()
+        page.page.wait_for_function("(name) => Array.from(document.querySelectorAll('[role=menuitemcheckbox]'))"
+                                    ".some(e => e.innerText.trim() === name && e.getAttribute('aria-checked') === 'true')",
+                                    arg=source, timeout=5_000)
+    page.page.get_by_label("Filter").first.click()  # the menu stays open after a choice (Escape does not close it)
+    item.wait_for(state="detached", timeout=5_000)
+
+
+def test_node_library_shows_training_beside_cores_and_finds_nodes_by_alias(page, request, tmp_path):
+    """Where a user finds the nodes: DICE Train Refiner in `training` (0.3.75: beside core's Train LoRA and Plot
+    Loss Graph; 0.33 shows packs apart, under Extensions), the others in conditioning > DICE. On 0.33, whose
+    schema has search_aliases, the library's search finds a node by an alias that is not in its name."""
+    server = request.getfixturevalue("comfy_server_proc")
+    names = page.evaluate("(ids) => Object.fromEntries(ids.map(id => [id, window.LiteGraph.registered_node_types[id].title]))",
+                          DICE_NODES)
+    core_training = page.evaluate("() => window.LiteGraph.registered_node_types['TrainLoraNode']?.category")
+    page.close_dialogs()
+    search = page.page.get_by_placeholder("Search Nodes...").or_(page.page.get_by_placeholder("Search...")).first
+    if not search.is_visible():  # the library is a sidebar tab that the same command opens and closes
+        page.command("Workspace.ToggleSidebarTab.node-library")
+    search.wait_for(timeout=10_000)
+    search.fill("")  # the help-page test may have left a search there
+    source_filter = page.page.get_by_label("Filter").count() > 0  # 0.33's frontend
+    filtered = False
+    try:
+        if source_filter:
+            _source_filter(page, "Extensions")
+            filtered = True
+        _expand(page, "training")
+        folders = _library_folders(page)
+        assert folders.get(names["DiceTrainRefiner"]) == "training", folders
+        if core_training == "training":  # core's training nodes share the folder (0.3.75)
+            assert folders.get("Train LoRA") == "training", folders
+        if not filtered:  # 0.3.75: open, core's 59 conditioning nodes would push training out of view
+            page.page.screenshot(path=_screenshot_path(tmp_path, "node_library"))
+        _expand(page, "conditioning")
+        _expand(page, "DICE")
+        folders = _library_folders(page)
+        for node_id, category in harness.DICE_CATEGORIES.items():
+            assert folders.get(names[node_id]) == category, (node_id, folders)
+        if filtered:  # 0.33: the pack's own tree, every node in view
+            page.page.screenshot(path=_screenshot_path(tmp_path, "node_library"))
+
+        aliases = server.get("/object_info/DiceTrainRefiner")["DiceTrainRefiner"].get("search_aliases")
+        if aliases:  # only where the schema takes them (0.33; test_nodes pins which runtime has them)
+            if filtered:
+                _source_filter(page, "All")
+                filtered = False
+            assert "cfg distillation" in aliases
+            train = page.page.locator("[role=treeitem]", has_text=names["DiceTrainRefiner"]).first
+            search.fill("xyzzy")  # the control: the list shows search results, not the folders opened above
+            train.wait_for(state="detached", timeout=10_000)
+            search.fill("cfg distillation")  # in no node's name; DICE Train Refiner's alias
+            train.wait_for(timeout=10_000)
+            assert names["DiceTrainRefiner"] in [label for _, label in _library_rows(page)]
+    finally:
+        search.fill("")
+        if filtered:
+            _source_filter(page, "All")
+        page.command("Workspace.ToggleSidebarTab.node-library")
