@@ -17,7 +17,7 @@ class DiceToyWorldLoader(io.ComfyNode):
         return io.Schema(
             node_id="DiceToyWorldLoader",
             display_name="DICE Toy World Loader (demo model)",
-            **placement(CATEGORY, ["demo model", "toy model", "tiny model", "example model"]),
+            **placement(CATEGORY, ["toy model", "tiny model", "example model"]),  # "demo model" is in its name
             description="Loads the pack's tiny demo diffusion model: coloured shapes at 16x16 latent pixels. Prompts look "
             "like 'a red square on the left' (colours red green blue yellow magenta cyan; shapes cross square triangle; "
             "positions left right top bottom). Use a 128x128 Empty Latent Image.",
