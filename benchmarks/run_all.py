@@ -83,12 +83,12 @@ def padding(device: str) -> dict:
 
 
 def controls(device: str) -> dict:
-    """The controls people use at sampling time (issue 14): negative prompts (benchmarks/negative_study.py) and the
-    guidance dial (benchmarks/dial_study.py)."""
-    from benchmarks import dial_study, negative_study
+    """The controls people use at sampling time (issue 14): negative prompts (benchmarks/negative_study.py), the
+    guidance dial (benchmarks/dial_study.py) and a LoRA stacked on the model (benchmarks/transfer_study.py)."""
+    from benchmarks import dial_study, negative_study, transfer_study
 
-    return {"negatives": negative_study.main([]), "dial": dial_study.main([]), "machine": common.machine(),
-            "date": datetime.date.today().isoformat()}
+    return {"negatives": negative_study.main([]), "dial": dial_study.main([]), "transfer": transfer_study.main([]),
+            "machine": common.machine(), "date": datetime.date.today().isoformat()}
 
 
 def merge_gpu(files: list[str], results: dict) -> None:
