@@ -141,6 +141,12 @@ def _padding(study: dict) -> list[str]:
     return lines
 
 
+def _dial_candidate(key) -> str:
+    """A dial candidate's name, "steps:low-high:samples" (in results from before ranges were compared, steps alone)."""
+    steps, span, samples = (str(key).split(":") + ["2-10", "8"])[:3]
+    return f"{steps} steps, range {span.replace('-', ' to ')}, {samples} teacher samples per prompt"
+
+
 def _dial(dial: dict, section: dict) -> list[str]:
     pairs = dial["pairs"]
 
@@ -154,10 +160,10 @@ def _dial(dial: dict, section: dict) -> list[str]:
     if has_dial:
         candidates = dial["dial_validation"]["candidates"]
         dial_text = (f" *dial* is a dial refiner (guidance range {dial['dial_range'][0]:g} to {dial['dial_range'][1]:g}, "
-                     f"default {dial['w_train']:g}, otherwise the same settings) refined at guidance_scale = w and strength 1; "
-                     "its step count was chosen on the validation seeds by the worst recovery over the four w ("
-                     + ", ".join(f"{k} steps: {v['worst_recovery']:.2f}" for k, v in candidates.items())
-                     + f"): **{dial['dial_steps']} steps**.")
+                     f"default {dial['w_train']:g}, otherwise the same settings but as chosen below) refined at guidance_scale = w and strength 1; "
+                     "its steps, range and teacher samples were chosen on the validation seeds by the worst recovery over the four w ("
+                     + "; ".join(f"{_dial_candidate(k)}: {v['worst_recovery']:.2f}" for k, v in candidates.items())
+                     + f"): **{_dial_candidate(dial['dial_validation'].get('chosen', dial['dial_steps']))}**.")
     lines = [f"Measured {section.get('date', '?')} on {_machine(section.get('machine', {}))} "
              "(`python -m benchmarks.run_all --only controls`, benchmarks/dial_study.py). "
              f"One refiner trained at w = {dial['w_train']:g} ({dial['train_steps']} steps), then CFG at w against DICE at "
@@ -178,8 +184,10 @@ def _dial(dial: dict, section: dict) -> list[str]:
         f"{k.removeprefix('dice@')}: {v:.3f}" for k, v in sorted(test.items(), key=lambda kv: float(kv[0][5:])))]
     if has_dial:
         lines += ["", f"Training (node run, teacher and training together): single-scale {dial['train_steps']} steps "
-                  f"{dial['train_s']:.0f} s, dial {dial['dial_steps']} steps {dial['dial_train_s']:.0f} s. Both sample the same "
-                  "number of teacher trajectories: a dial costs no more teacher calls."]
+                  f"{dial['train_s']:.0f} s, dial {dial['dial_steps']} steps {dial['dial_train_s']:.0f} s. A dial costs no more "
+                  "teacher calls than a single-scale refiner with the same teacher samples per prompt (each trajectory "
+                  f"draws its own w); the chosen dial used {dial.get('dial_samples_per_prompt', 8)} per prompt, the "
+                  "single-scale refiner 8."]
     return lines
 
 
@@ -220,12 +228,44 @@ def _negatives(neg: dict) -> list[str]:
     return lines
 
 
+def _transfer(t: dict) -> list[str]:
+    lora, st, rec = t["lora"], t["settings"], t["on_lora_recovery"]
+    lines = ["`benchmarks/transfer_study.py`. The user's situation: a refiner trained for a checkpoint, then a LoRA "
+             f"stacked on it. The LoRA is the toy world's style LoRA (`{lora['file']}`, rank {lora['rank']} on "
+             f"{lora['layers']} layers, {lora['params']:,} parameters; every object drawn {lora['style']}), loaded with "
+             "ComfyUI's LoraLoaderModelOnly at strength 1.0. Two refiners with the same settings (DICE Train Refiner, "
+             f"w {st['guidance_scale']:g}, {st['steps']} steps, {st['samples_per_prompt']} teacher samples per prompt), "
+             "one trained on the base model and one on base + LoRA, both sampled at cfg 1 on base + LoRA and scored "
+             f"against CFG on base + LoRA: {t['pairs']} held-out pairs, every seed a test seed (no choice was made on "
+             "them). Recovery = (DICE - cfg 1) / (cfg 5 - cfg 1) with a 95% bootstrap interval over prompts. *Pastel "
+             "level*: the style, min channel / max channel of lit pixels (plain 0, pastel 0.4). *Distance*: mean squared "
+             "RGB distance to cfg 5's images from the same noise, over cfg 1's.", "",
+             "| on base + LoRA | accuracy | recovery | pastel level | distance |", "|---|---|---|---|---|"]
+    for name, r in t["on_lora"].items():
+        cell = (f"**{rec[name]['recovery']:.2f}** [{rec[name]['ci95'][0]:.2f}, {rec[name]['ci95'][1]:.2f}]"
+                if name in rec else "")
+        lines.append(f"| {name} | {r['accuracy']:.3f} | {cell} | {r['pastel_level']:.3f} | "
+                     f"{r['distance_to_cfg5_over_cfg1']:.2f} |")
+    d = rec["difference"]
+    base = t["on_base_recovery"]
+    lines += ["", f"Difference in recovery, {d['of']}: {d['value']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]. "
+              f"For reference, the base-trained refiner on the base model recovers {base['recovery']:.2f} "
+              f"[{base['ci95'][0]:.2f}, {base['ci95'][1]:.2f}] (cfg 1 {t['on_base']['cfg1']['accuracy']:.3f}, cfg 5 "
+              f"{t['on_base']['cfg5']['accuracy']:.3f}). DICE Refine Conditioning, with the stacked MODEL connected, "
+              "compares it with the base_model_hash in the refiner's file: "
+              + "; ".join(f"{k} refiner: {v}" for k, v in t["refine_time_check"].items()) + ". Node runs: "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in t["train_s"].items()) + "."]
+    return lines
+
+
 def _controls(section: dict) -> list[str]:
     lines = []
     if "negatives" in section:
         lines += ["#### Negative prompts", ""] + _negatives(section["negatives"]) + [""]
     if "dial" in section:
-        lines += ["#### Guidance dial", ""] + _dial(section["dial"], section)
+        lines += ["#### Guidance dial", ""] + _dial(section["dial"], section) + [""]
+    if "transfer" in section:
+        lines += ["#### A refiner under a LoRA", ""] + _transfer(section["transfer"])
     return lines
 
 
@@ -255,7 +295,7 @@ def write_benchmarks_md(results: dict, path: str) -> None:
             lines += ["### T5 prompts: padded or not (tiny PixArt-alpha, benchmarks/padding_study.py)", ""]
             lines += _padding(section["padding"]) + [""]
         if "controls" in section:
-            lines += ["### Controls at sampling time: negative prompts and the guidance dial (toy world)", ""]
+            lines += ["### Controls at sampling time: negative prompts, the guidance dial and LoRAs (toy world)", ""]
             lines += _controls(section["controls"]) + [""]
         if "cost_curve" in section:
             lines += ["### Training cost curve (node loop, full-size SD1.5 UNet)", ""] + _cost(section["cost_curve"]) + [""]

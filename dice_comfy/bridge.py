@@ -23,16 +23,55 @@ def family_of(model_patcher) -> str:
     return type(model_patcher.model.model_config).__name__
 
 
+PATCHES_MARK = ";patches:"
+
+
 def model_fingerprint(model_patcher) -> str:
-    """A cheap provenance hash: parameter names, shapes and a sample of values from a few tensors."""
+    """A cheap provenance hash of the model a refiner is trained for or used with.
+
+    The checkpoint's part: parameter names, shapes and a sample of values from a few tensors, read as the checkpoint
+    holds them even while a LoRA is applied in place ("sha256-sample:<hex>"; unchanged since refiner files first
+    stored it, so older files compare equal). A MODEL with weight patches (LoRAs, merges) gets PATCHES_MARK and a
+    hash of the patches after it: their keys, strengths and a sample of their tensors. A LoRA is a patch applied at
+    load time, not a change to the checkpoint, so without that part a refiner trained before a LoRA was added
+    could not be told from one trained with it, and measured, that matters (BENCHMARKS.md, "A refiner under a
+    LoRA")."""
     h = hashlib.sha256()
     sd = model_patcher.model.diffusion_model.state_dict()
     keys = sorted(sd)
     for k in keys:
         h.update(f"{k}:{tuple(sd[k].shape)};".encode())
     for k in keys[:: max(1, len(keys) // 8)]:
-        h.update(sd[k].detach().flatten()[:4096].to("cpu", torch.float32).numpy().tobytes())
-    return "sha256-sample:" + h.hexdigest()[:32]
+        weight = internals.checkpoint_weight(model_patcher, k, sd[k])
+        h.update(weight.detach().flatten()[:4096].to("cpu", torch.float32).numpy().tobytes())
+    fingerprint = "sha256-sample:" + h.hexdigest()[:32]
+    patches = internals.weight_patches(model_patcher)
+    if not patches:
+        return fingerprint
+    p = hashlib.sha256()
+    for key in sorted(patches):
+        p.update(f"{key}:".encode())
+        _digest_patch_value(p, patches[key])
+    return fingerprint + PATCHES_MARK + p.hexdigest()[:16]
+
+
+def _digest_patch_value(h, value) -> None:
+    """Feed a patch (a tuple of strengths, tensors and weight adapters, nested) into the hash: numbers and strings by
+    value, tensors by shape and their first 1024 values, an adapter by its class and its tensors, anything else
+    (a function) by its type only."""
+    if torch.is_tensor(value):
+        h.update(f"{tuple(value.shape)}".encode())
+        h.update(value.detach().flatten()[:1024].to("cpu", torch.float32).numpy().tobytes())
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _digest_patch_value(h, item)
+    elif value is None or isinstance(value, (bool, int, float, str)):
+        h.update(repr(value).encode())
+    elif hasattr(value, "weights"):
+        h.update(type(value).__name__.encode())
+        _digest_patch_value(h, value.weights)
+    else:
+        h.update(type(value).__name__.encode())
 
 
 def encode_prompt(clip, text: str) -> list:

@@ -10,7 +10,7 @@ from dice_core.families import check_same_family, family_info
 from dice_core.fileformat import RefinerBundle
 from dice_core.refiner import is_zeroed_out
 
-from .bridge import encode_prompt, family_of
+from .bridge import PATCHES_MARK, encode_prompt, family_of, model_fingerprint
 
 log = logging.getLogger("ComfyUI-DICE")
 
@@ -46,12 +46,47 @@ def _same(a, b) -> bool:
 
 def check_refiner_fits(refiner: RefinerBundle, model) -> None:
     """With the MODEL connected: its family must be one DICE applies to, and the one the refiner was
-    trained for. Without it, only the embedding width can be checked (in dice_core.refiner)."""
+    trained for; a different checkpoint or LoRA stack gets a warning. Without it, only the embedding width can be
+    checked (in dice_core.refiner)."""
     if model is None:
         return
     family = family_of(model)
     family_info(family)  # the sentence for a guidance-distilled or unknown family
     check_same_family(refiner.family, family)
+    warn_if_other_model(refiner, model)
+
+
+OTHER_LORAS_WARNING = (
+    "DICE: this refiner was trained on this checkpoint with other LoRAs (or other model patches) than the MODEL "
+    "connected to DICE Refine Conditioning has now, for example a LoRA added after training. Measured in the toy "
+    "world (BENCHMARKS.md, 'A refiner under a LoRA'), a refiner trained without a style LoRA kept clearly less of "
+    "CFG's gain on the model with it than one retrained with it. For the full effect, train the refiner on this "
+    "MODEL, with its LoRAs, in DICE Train Refiner."
+)
+
+
+OTHER_CHECKPOINT_WARNING = (
+    "DICE: this refiner was trained on a different checkpoint (fingerprint %s) than the MODEL connected to DICE Refine "
+    "Conditioning (%s). A refiner distils one model's guidance; on another model, even a fine-tune of the same "
+    "family, it guides less well, and even a LoRA on the same checkpoint measured clearly worse (BENCHMARKS.md, 'A "
+    "refiner under a LoRA'). Train a refiner for this checkpoint. (Loading the same file in another weight dtype, "
+    "e.g. fp8, also changes the fingerprint; then this warning can be ignored.)"
+)
+
+
+def warn_if_other_model(refiner: RefinerBundle, model) -> None:
+    """Compare the refiner's recorded base_model_hash with the connected MODEL's fingerprint. Files without one
+    (official pickles) are not checked."""
+    trained_on = refiner.base_model_hash
+    if not trained_on:
+        return
+    now = model_fingerprint(model)
+    if now == trained_on:
+        return
+    if now.split(PATCHES_MARK)[0] == trained_on.split(PATCHES_MARK)[0]:
+        log.warning(OTHER_LORAS_WARNING)
+    else:
+        log.warning(OTHER_CHECKPOINT_WARNING, trained_on, now)
 
 
 def dial(refiner: RefinerBundle, guidance_scale: float, strength: float) -> tuple[float | None, float]:

@@ -145,3 +145,22 @@ def load_checkpoint(path: str, embedding_directory=None):
     out = comfy.sd.load_checkpoint_guess_config(path, output_vae=True, output_clip=True,
                                                 embedding_directory=embedding_directory)
     return out[0], out[1], out[2]
+
+
+def checkpoint_weight(model_patcher, name: str, current: torch.Tensor) -> torch.Tensor:
+    """A diffusion-model weight as the checkpoint holds it, whatever patches (a LoRA) are applied to it right now.
+
+    ComfyUI applies weight patches in place when it loads a patcher, and keeps the checkpoint's value in
+    ModelPatcher.backup until it unloads; every clone of a patcher shares that dict, so the base patcher sees what
+    a LoRA clone backed up. Relies on: ModelPatcher.backup, keyed by the model's state-dict key
+    ("diffusion_model.<name>"), each value a namedtuple whose .weight is the original tensor (0.3.75 and 0.33.0)."""
+    saved = getattr(model_patcher, "backup", {}).get(f"diffusion_model.{name}")
+    return saved.weight if saved is not None else current
+
+
+def weight_patches(model_patcher) -> dict:
+    """The patches a MODEL applies to its weights when loaded: LoRAs (LoraLoader, LoraLoaderModelOnly), model
+    merges, ... Relies on: ModelPatcher.patches, state-dict key -> list of tuples (strength_patch, value,
+    strength_model, offset, function), where value is a tensor, a tuple, or a weight adapter whose .weights holds
+    its tensors (0.3.75 and 0.33.0)."""
+    return dict(getattr(model_patcher, "patches", {}) or {})

@@ -114,3 +114,28 @@ def test_training_runs_with_comfys_training_flag_set(comfy_nodes):
     expected = True if hasattr(mm, "in_training") else None
     assert set(seen) == {expected}
     assert getattr(mm, "in_training", None) in (False, None)
+
+
+def test_checkpoint_weight_and_weight_patches_see_through_a_loaded_lora(internals):
+    """While a LoRA clone is loaded, its patches sit in the shared model's weights; checkpoint_weight still reads the
+    checkpoint's value (from the backup every clone shares), and weight_patches lists what the LoRA patches."""
+    import comfy.model_management
+
+    import nodes
+    from toyworld.comfy_objects import LORA_NAME, load_toy_world
+
+    base = load_toy_world()[0]
+    (stacked,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, LORA_NAME, 1.0)
+    name = "input_blocks.3.1.transformer_blocks.0.attn2.to_k.weight"
+    original = base.model.diffusion_model.state_dict()[name].clone()
+    assert internals.weight_patches(base) == {}
+    assert f"diffusion_model.{name}" in internals.weight_patches(stacked)
+    comfy.model_management.load_models_gpu([stacked])
+    try:
+        applied = base.model.diffusion_model.state_dict()[name]
+        assert not torch.equal(applied, original), "the LoRA is applied in place while loaded"
+        for patcher in (base, stacked):
+            assert torch.equal(internals.checkpoint_weight(patcher, name, applied), original)
+    finally:
+        comfy.model_management.unload_all_models()
+    assert torch.equal(internals.checkpoint_weight(base, name, original), original)

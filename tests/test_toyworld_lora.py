@@ -139,3 +139,62 @@ def test_lora_changes_the_style_and_keeps_cfgs_effect(comfy_nodes, toy):
         levels[label] = float(world.pastel_level(world.latent_to_rgb(r["latents"])).nanmean())
         assert r["all"] > 0.6, (label, r["all"])
     assert levels["lora"] > 0.2 > levels["base"], levels
+
+
+def test_fingerprint_names_the_lora_and_ignores_whether_it_is_loaded(comfy_nodes, toy):
+    import comfy.model_management
+
+    import nodes
+    from dice_comfy.bridge import PATCHES_MARK, model_fingerprint
+    from toyworld.comfy_objects import LORA_NAME
+
+    base = toy[0]
+    plain = model_fingerprint(base)
+    assert PATCHES_MARK not in plain
+    (stacked,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, LORA_NAME, 1.0)
+    (again,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, LORA_NAME, 1.0)
+    (half,) = nodes.LoraLoaderModelOnly().load_lora_model_only(base, LORA_NAME, 0.5)
+    with_lora = model_fingerprint(stacked)
+    assert with_lora.split(PATCHES_MARK)[0] == plain, "the checkpoint's part stays the checkpoint's"
+    assert model_fingerprint(again) == with_lora and model_fingerprint(half) not in (with_lora, plain)
+    comfy.model_management.load_models_gpu([stacked])  # the LoRA now sits in the shared weights
+    try:
+        assert model_fingerprint(base) == plain and model_fingerprint(stacked) == with_lora
+    finally:
+        comfy.model_management.unload_all_models()
+
+
+def test_refine_warns_when_the_model_has_other_loras_or_is_another_checkpoint(comfy_nodes, toy, caplog):
+    """DICE Refine Conditioning with the MODEL connected: silent on the model the refiner was trained for, the LoRA
+    warning on the same checkpoint with a LoRA added, the checkpoint warning on another model of the family."""
+    import nodes
+    from dice_comfy.bridge import model_fingerprint
+    from dice_comfy.conditioning import OTHER_LORAS_WARNING, refine_conditioning
+    from dice_core.fileformat import RefinerBundle
+    from dice_core.refiner import Refiner
+    from toyworld import comfy_objects
+    from toyworld.comfy_objects import LORA_NAME
+
+    model, clip, _ = toy
+    (stacked,) = nodes.LoraLoaderModelOnly().load_lora_model_only(model, LORA_NAME, 1.0)
+    other = comfy_objects.wrap_model_patcher(comfy_objects.build_base_model())
+    comfy_objects.init_unet_weights(other.model.diffusion_model, seed=7)
+    cond = nodes.CLIPTextEncode().encode(clip, "a red square on the left")[0]
+    uc = nodes.CLIPTextEncode().encode(clip, "")[0][0][0]
+    refiner = RefinerBundle(module=Refiner(64), family="SD15", null_uc=uc.clone(),
+                            base_model_hash=model_fingerprint(model))
+
+    def warnings_for(connected) -> list[str]:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="ComfyUI-DICE"):
+            refine_conditioning(refiner, cond, model=connected)
+        return [r.getMessage() for r in caplog.records]
+
+    assert warnings_for(model) == [] and warnings_for(None) == []
+    assert warnings_for(stacked) == [OTHER_LORAS_WARNING]
+    (other_warning,) = warnings_for(other)
+    assert "different checkpoint" in other_warning and refiner.base_model_hash in other_warning
+    refiner.base_model_hash = model_fingerprint(stacked)  # trained with the LoRA: silent there, warns without it
+    assert warnings_for(stacked) == [] and warnings_for(model) == [OTHER_LORAS_WARNING]
+    refiner.base_model_hash = None  # an official pickle records none: nothing to compare
+    assert warnings_for(other) == []
