@@ -13,7 +13,7 @@ from dice_testkit import comfy_server, harness
 
 WORKFLOWS = os.path.join(harness.REPO, "workflows")
 WORKFLOW_NAMES = ["dice_train", "dice_apply", "dice_compare", "dice_negative_prompt", "dice_dial", "dice_toyworld",
-                  "dice_video_wan21"]
+                  "dice_lora", "dice_video_wan21"]
 
 # Small enough for 2 CPU cores; everything else is the workflow's own user default.
 TEST_OVERRIDES = {

@@ -134,25 +134,57 @@ draws the asked-for colour, shape and place in 0.33 of them, cfg 5 in 0.91, DICE
 (0.84 of cfg 5's gain) at half the model calls. Then try **dice_train.json** with your own checkpoint.
 """
 
+NOTE_TOYWORLD_LORA = """## DICE with a LoRA on the model, with nothing to download
 
-def spec_toyworld() -> list[dict]:
+Users stack LoRAs on the checkpoint a refiner was trained for. This template runs as shipped on the
+pack's **toy world** with its **toy style LoRA** (*dice-toyworld/pastel_style*, rank 4, 2.5% of the
+UNet: every object drawn in pastel), loaded with ComfyUI's own **LoraLoaderModelOnly**.
+
+1. **DICE Train Refiner** trains on the model **with** the LoRA (300 steps): the LoRA's model is
+   the CFG teacher.
+2. The three samplers use the same stacked model: **cfg 1**, **cfg 5**, and **cfg 1 with the
+   refined prompt**. DICE Refine Conditioning reads the MODEL to check that it is the one the refiner
+   was trained for, LoRAs included, and warns in the console when it is not.
+3. **Save Image** writes one row per seed: *cfg 1 | cfg 5 | DICE at cfg 1*, all pastel.
+
+Why retrain for a LoRA: measured on 360 held-out pairs (BENCHMARKS.md, "A refiner under a LoRA"), a
+refiner trained on the model **without** this LoRA recovers 0.70 of cfg 5's gain on the model with it;
+one trained **with** it recovers 0.86. Then do the same with your own checkpoint and LoRA in
+**dice_train.json**: put the LoRA loader before DICE Train Refiner.
+"""
+
+
+def spec_toyworld(lora: bool = False) -> list[dict]:
+    """The toy world template; with lora, the pack's toy style LoRA is stacked on the model, and the refiner is
+    trained on the stacked model, the way that measured best (benchmarks/transfer_study.py)."""
     sampler = {"seed": SEED, "control_after_generate": "fixed", "steps": 20, "sampler_name": "euler",
                "scheduler": "normal", "denoise": 1.0}
+    sampling_model = ("lora", 0) if lora else ("toy", 0)
 
     def ksampler(key, title, positive, cfg, y):
         return {"key": key, "type": "KSampler", "pos": [1100, y], "title": title,
-                "inputs": {"model": ("toy", 0), "positive": positive, "negative": ("neg", 0), "latent_image": ("latent", 0)},
+                "inputs": {"model": sampling_model, "positive": positive, "negative": ("neg", 0),
+                           "latent_image": ("latent", 0)},
                 "widgets": {**sampler, "cfg": cfg}}
 
     def decode(key, samples, y):
         return {"key": key, "type": "VAEDecode", "pos": [1420, y], "inputs": {"samples": (samples, 0), "vae": ("toy", 2)}}
 
     stitch = {"direction": "right", "match_image_size": True, "spacing_width": 8, "spacing_color": "white"}
+    refine_inputs = {"positive": ("pos", 0), "refiner": ("train", 0)}
+    lora_nodes = []
+    if lora:
+        from toyworld.world import PASTEL_LORA_NAME
+
+        refine_inputs["model"] = ("lora", 0)  # only read: the family check, as on any user's stacked model
+        lora_nodes = [{"key": "lora", "type": "LoraLoaderModelOnly", "pos": [0, 260], "title": "LoRA (pastel style)",
+                       "inputs": {"model": ("toy", 0)}, "widgets": {"lora_name": PASTEL_LORA_NAME, "strength_model": 1.0}}]
     return [
-        _note(NOTE_TOYWORLD, [0, -330], [1400, 300]),
+        _note(NOTE_TOYWORLD_LORA if lora else NOTE_TOYWORLD, [0, -330], [1400, 300]),
         {"key": "toy", "type": "DiceToyWorldLoader", "pos": [0, 40]},
+        *lora_nodes,
         {"key": "train", "type": "DiceTrainRefiner", "pos": [340, 40], "size": [400, 700],
-         "inputs": {"model": ("toy", 0), "clip": ("toy", 1)},
+         "inputs": {"model": sampling_model, "clip": ("toy", 1)},
          "widgets": {"prompts": "\n".join(_toy_train_captions()), "steps": 300, "batch_size": 16, "guidance_scale": 5.0,
                      "seed": 0, "width": 128, "height": 128, "samples_per_prompt": 4, "teacher_steps": 20,
                      "save_every": 0, "filename_prefix": "dice_toyworld"}},
@@ -163,7 +195,7 @@ def spec_toyworld() -> list[dict]:
         {"key": "neg", "type": "CLIPTextEncode", "pos": [780, 200], "size": [280, 110], "title": "Negative (empty)",
          "inputs": {"clip": ("toy", 1)}, "widgets": {"text": ""}},
         {"key": "refine", "type": "DiceRefineConditioning", "pos": [780, 360],
-         "inputs": {"positive": ("pos", 0), "refiner": ("train", 0)}, "widgets": {"strength": 1.0}},
+         "inputs": refine_inputs, "widgets": {"strength": 1.0}},
         {"key": "latent", "type": "EmptyLatentImage", "pos": [780, 520],
          "widgets": {"width": 128, "height": 128, "batch_size": 4}},
         ksampler("ks1", "KSampler cfg 1 (no DICE)", ("pos", 0), 1.0, 40),
@@ -175,8 +207,12 @@ def spec_toyworld() -> list[dict]:
         {"key": "st2", "type": "ImageStitch", "pos": [1420, 900], "title": "cfg 1 | cfg 5 | DICE",
          "inputs": {"image1": ("st1", 0), "image2": ("decd", 0)}, "widgets": stitch},
         {"key": "out", "type": "SaveImage", "pos": [1720, 40], "size": [420, 520], "inputs": {"images": ("st2", 0)},
-         "widgets": {"filename_prefix": "DICE/toyworld"}},
+         "widgets": {"filename_prefix": "DICE/toyworld_lora" if lora else "DICE/toyworld"}},
     ]
+
+
+def spec_toyworld_lora() -> list[dict]:
+    return spec_toyworld(lora=True)
 
 
 # Wan 2.1 T2V 1.3B as ComfyUI's own Wan templates load it (Comfy-Org's repackaged files).
@@ -402,6 +438,7 @@ SPECS = {
     "dice_negative_prompt": spec_negative,
     "dice_dial": spec_dial,
     "dice_toyworld": spec_toyworld,
+    "dice_lora": spec_toyworld_lora,
     "dice_video_wan21": spec_video,
 }
 
@@ -481,7 +518,7 @@ def build(names: list[str] | None = None, out_dir: str = WORKFLOWS) -> list[str]
 
 
 # Templates that need no model file: their thumbnail is what running them from the page saves.
-RUNS_AS_SHIPPED = {"dice_toyworld"}
+RUNS_AS_SHIPPED = {"dice_toyworld", "dice_lora"}
 
 
 def output_thumbnail(entry: dict, server, path: str) -> str:

@@ -153,14 +153,22 @@ def test_compare_workflow_saves_both_images_side_by_side(comfy_server_proc, trai
     _run_and_check_image(comfy_server_proc, "dice_compare", (64 * 2 + spacing, 64))
 
 
-def test_toyworld_workflow_needs_no_model_file_and_saves_three_panels(comfy_server_proc):
-    """The template that runs as shipped: it trains on the bundled toy model, so no checkpoint or refiner file."""
-    api = load_api_workflow("dice_toyworld")
+@pytest.mark.parametrize("name", ["dice_toyworld", "dice_lora"])
+def test_toyworld_workflows_need_no_model_file_and_save_three_panels(comfy_server_proc, name):
+    """The templates that run as shipped: they train on the bundled toy model (dice_lora: with the pack's toy LoRA
+    stacked by ComfyUI's LoraLoaderModelOnly), so no checkpoint or refiner file."""
+    server = comfy_server_proc
+    api = load_api_workflow(name)
     assert not [n for n in api.values() if n["class_type"] in ("CheckpointLoaderSimple", "DiceLoadRefiner")]
+    loras = [n for n in api.values() if n["class_type"] == "LoraLoaderModelOnly"]
+    assert len(loras) == (name == "dice_lora")
     spacing = {n["inputs"]["spacing_width"] for n in api.values() if n["class_type"] == "ImageStitch"}
     assert len(spacing) == 1
     overrides = {**TEST_OVERRIDES, "EmptyLatentImage": {**TEST_OVERRIDES["EmptyLatentImage"], "batch_size": 1}}
-    _run_and_check_image(comfy_server_proc, "dice_toyworld", (64 * 3 + 2 * spacing.pop(), 64), overrides)
+    mark = len(server.log_text())
+    _run_and_check_image(server, name, (64 * 3 + 2 * spacing.pop(), 64), overrides)
+    # The refiner was trained on the very MODEL it refines for, LoRA included: the model check stays silent.
+    assert "DICE: this refiner was trained" not in server.log_text()[mark:]
 
 
 def test_fast_path_check_warns_in_the_console_only_when_the_fast_path_is_off(comfy_server_proc, trained_refiner):

@@ -44,7 +44,7 @@ TEXT_ENCODER_PATH = os.path.join(WEIGHTS_DIR, "text_encoder.safetensors")
 # The toy style LoRA (toyworld/train_lora.py). LORA_ROOT is a "loras" path once register_toy_lora_folder has run,
 # so ComfyUI's LoRA loaders list the file as LORA_NAME: one entry, named for the pack.
 LORA_ROOT = os.path.join(WEIGHTS_DIR, "loras")
-LORA_NAME = "dice-toyworld/pastel_style.safetensors"
+LORA_NAME = world.PASTEL_LORA_NAME
 LORA_PATH = os.path.join(LORA_ROOT, *LORA_NAME.split("/"))
 
 # A 3-level UNet at 16/8/4 px with 64 channels everywhere, one res block per level, self+cross

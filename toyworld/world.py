@@ -165,6 +165,9 @@ def _coverage(shape_idx, cx, cy, r, ss=4):
 # grey-level shape fit, is unchanged and each pastel colour is still nearest its own palette entry, so the
 # analyser reads pastel images exactly as plain ones (tested); `pastel_level` measures the style itself.
 STYLES = {"plain": 0.0, "pastel": 0.4}
+# The shipped LoRA that teaches the base model the pastel style, as ComfyUI's LoRA loaders list it once the pack
+# has registered toyworld/weights/loras (comfy_objects.register_toy_lora_folder).
+PASTEL_LORA_NAME = "dice-toyworld/pastel_style.safetensors"
 
 
 def styled_palette(style: str = "plain") -> torch.Tensor:
