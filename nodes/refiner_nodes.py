@@ -102,9 +102,11 @@ class DiceRefineConditioning(io.ComfyNode):
                 io.Model.Input(
                     "model",
                     optional=True,
-                    tooltip="Optional: the MODEL you sample with. Connected, it is only read, to check that the refiner "
-                    "was trained for this model family (an SDXL refiner on AuraFlow, both 2048 wide, would otherwise "
-                    "pass unnoticed) and that the family uses CFG at all (Flux does not).",
+                    tooltip="Optional: the MODEL you sample with, after its LoRA loaders. Connected, it is only read, to "
+                    "check that the refiner was trained for this model family (an SDXL refiner on AuraFlow, both 2048 wide, "
+                    "would otherwise pass unnoticed), that the family uses CFG at all (Flux does not), and that it is the "
+                    "checkpoint and LoRAs the refiner was trained on (a console warning if not: a LoRA added after "
+                    "training measured clearly worse).",
                 ),
                 io.Float.Input(
                     "guidance_scale",

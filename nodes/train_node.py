@@ -33,7 +33,8 @@ class DiceTrainRefiner(io.ComfyNode):
             "the refiner learns to rewrite prompts so one pass at cfg 1.0 matches it. Data-free by default: the teacher "
             "samples its own training latents from your prompts.",
             inputs=[
-                io.Model.Input("model", tooltip="The checkpoint to distil; it is the frozen CFG teacher and is not modified."),
+                io.Model.Input("model", tooltip="The checkpoint to distil, with the LoRAs you will sample with already loaded: it "
+                              "is the frozen CFG teacher and is not modified."),
                 io.Clip.Input("clip", optional=True, tooltip="Text encoder of the checkpoint, used to encode the prompts "
                               "and the empty prompt. Optional if 'conditioning' and 'negative' are connected."),
                 io.String.Input("prompts", multiline=True, default="a photo of a cat\na watercolor painting of a lighthouse",
