@@ -110,6 +110,10 @@ def test_pages_quote_the_errors_the_code_raises(comfy_nodes):
     from dice_comfy.conditioning import DIAL_WARNING, UNTRAINED_NEGATIVE_WARNING
 
     assert UNTRAINED_NEGATIVE_WARNING in refine
+    from dice_comfy.conditioning import OTHER_CHECKPOINT_WARNING, OTHER_LORAS_WARNING
+
+    assert OTHER_LORAS_WARNING in refine
+    assert OTHER_CHECKPOINT_WARNING.replace("%s", "<trained>", 1).replace("%s", "<now>", 1) in refine
     assert DIAL_WARNING.replace("%g", "<w>", 1).replace("%g", "<scale>", 1).replace("%.3g", "<factor>") in refine
     check = flat(page("DiceFastPathCheck"))
     assert fast_path.CFG1_DISABLED_WARNING in check
