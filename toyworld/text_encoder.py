@@ -7,22 +7,30 @@ attention is causal, the end and pad tokens summarise the whole caption, as in C
 
 The weights are a seeded random initialisation that is never trained. `ToyTextEncoder.from_seed`
 draws them with an explicit torch.Generator; the project ships them in
-`weights/text_encoder.safetensors` so nothing depends on RNG behaviour across torch versions.
+`weights/text_encoder.safetensors` (world 1) and `weights/world2/text_encoder.safetensors` (world 2)
+so nothing depends on RNG behaviour across torch versions.
+
+One class serves both worlds: `vocabulary` is the world module whose tokenizer, VOCAB_SIZE and SEQ_LEN
+it uses (world.py by default). A file records it as metadata "world" ("2" for world2.py); files
+without that key are world 1's, so the shipped world-1 encoder loads exactly as before.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import world
+from . import world, world2
 
 DEFAULT_SEED = 1234
 DEFAULT_DIM = 64
 DEFAULT_LAYERS = 2
 DEFAULT_HEADS = 4
+# The metadata value "world" names the vocabulary; world 1's files predate the key and have none.
+WORLDS = {"1": world, "2": world2}
 
 
 class _Block(nn.Module):
@@ -49,12 +57,14 @@ class ToyTextEncoder(nn.Module):
     """Frozen random causal transformer: token ids (B, SEQ_LEN) -> embeddings (B, SEQ_LEN, dim)."""
 
     def __init__(self, dim: int = DEFAULT_DIM, layers: int = DEFAULT_LAYERS, heads: int = DEFAULT_HEADS,
-                 vocab_size: int = world.VOCAB_SIZE, seq_len: int = world.SEQ_LEN):
+                 vocab_size: int | None = None, seq_len: int | None = None, vocabulary=world):
         super().__init__()
         self.dim, self.n_layers, self.heads = dim, layers, heads
-        self.vocab_size, self.seq_len = vocab_size, seq_len
-        self.token_embedding = nn.Parameter(torch.zeros(vocab_size, dim))
-        self.position_embedding = nn.Parameter(torch.zeros(seq_len, dim))
+        self.vocabulary = vocabulary
+        self.vocab_size = vocabulary.VOCAB_SIZE if vocab_size is None else vocab_size
+        self.seq_len = vocabulary.SEQ_LEN if seq_len is None else seq_len
+        self.token_embedding = nn.Parameter(torch.zeros(self.vocab_size, dim))
+        self.position_embedding = nn.Parameter(torch.zeros(self.seq_len, dim))
         self.blocks = nn.ModuleList([_Block(dim, heads) for _ in range(layers)])
         self.final_ln = nn.LayerNorm(dim)
         self.requires_grad_(False)
@@ -87,9 +97,14 @@ class ToyTextEncoder(nn.Module):
         return {"dim": self.dim, "layers": self.n_layers, "heads": self.heads,
                 "vocab_size": self.vocab_size, "seq_len": self.seq_len}
 
+    def world_key(self) -> str:
+        return next(k for k, module in WORLDS.items() if module is self.vocabulary)
+
     def save(self, path: str, metadata: dict | None = None) -> None:
         from safetensors.torch import save_file
         meta = {k: str(v) for k, v in self.config().items()}
+        if self.vocabulary is not world:  # world 1's files have no key: they load as world 1
+            meta["world"] = self.world_key()
         meta.update({k: str(v) for k, v in (metadata or {}).items()})
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, path, metadata=meta)
 
@@ -100,7 +115,7 @@ class ToyTextEncoder(nn.Module):
         with safe_open(path, "pt") as f:
             meta = f.metadata() or {}
         kw = {k: int(meta[k]) for k in ("dim", "layers", "heads", "vocab_size", "seq_len") if k in meta}
-        enc = cls(**kw)
+        enc = cls(**kw, vocabulary=WORLDS[meta.get("world", "1")])
         enc.load_state_dict(load_file(path), strict=True)
         return enc
 
@@ -120,17 +135,24 @@ class ToyTextEncoder(nn.Module):
         """Captions -> (B, SEQ_LEN, dim) float32."""
         if isinstance(texts, str):
             texts = [texts]
-        return self(world.tokenize_batch(texts)).float()
+        return self(self.vocabulary.tokenize_batch(texts)).float()
 
     def embedding_table(self):
-        """(E, U): E (72, SEQ_LEN, dim) for every caption in combo_index order; U (SEQ_LEN, dim) for ""."""
+        """World 1 only: (E, U), E (72, SEQ_LEN, dim) for every caption in combo_index order; U (SEQ_LEN, dim) for ""."""
+        if self.vocabulary is not world:
+            raise ValueError("embedding_table lists world 1's 72 captions; world 2 encodes its captions per batch")
         return self.encode_text(world.ALL_CAPTIONS), self.encode_text([""])[0]
 
 
+def default_path(world_key: str) -> str:
+    weights = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
+    return os.path.join(weights, "text_encoder.safetensors") if world_key == "1" else \
+        os.path.join(weights, f"world{world_key}", "text_encoder.safetensors")
+
+
 def main(argv=None):
-    """python -m toyworld.text_encoder --seed 1234 --out toyworld/weights/text_encoder.safetensors"""
+    """python -m toyworld.text_encoder --seed 1234 [--world 2]; --out defaults to the shipped file of that world"""
     import argparse
-    import os
     import shlex
     import sys
 
@@ -139,16 +161,19 @@ def main(argv=None):
     p.add_argument("--dim", type=int, default=DEFAULT_DIM)
     p.add_argument("--layers", type=int, default=DEFAULT_LAYERS)
     p.add_argument("--heads", type=int, default=DEFAULT_HEADS)
-    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights",
-                                                 "text_encoder.safetensors"))
+    p.add_argument("--world", choices=sorted(WORLDS), default="1", help="whose vocabulary and SEQ_LEN")
+    p.add_argument("--out", default=None, help="default: the shipped file of --world")
     a = p.parse_args(argv)
-    enc = ToyTextEncoder.from_seed(a.seed, dim=a.dim, layers=a.layers, heads=a.heads)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    out = a.out or default_path(a.world)
+    vocabulary = WORLDS[a.world]
+    enc = ToyTextEncoder.from_seed(a.seed, dim=a.dim, layers=a.layers, heads=a.heads, vocabulary=vocabulary)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     cmd = "python -m toyworld.text_encoder " + shlex.join(sys.argv[1:] if argv is None else argv)
-    enc.save(a.out, {"format": "toyworld-text-encoder-v1", "seed": a.seed, "command": cmd,
-                     "torch": torch.__version__, "vocab": " ".join(world.VOCAB)})
+    meta = {"format": "toyworld-text-encoder-v1", "seed": a.seed, "command": cmd,
+            "torch": torch.__version__, "vocab": " ".join(vocabulary.VOCAB)}
+    enc.save(out, meta)
     n = sum(p.numel() for p in enc.parameters())
-    print(f"saved {a.out}: {n} parameters, seed {a.seed}")
+    print(f"saved {out}: {n} parameters, seed {a.seed}, world {a.world}")
 
 
 if __name__ == "__main__":
