@@ -19,6 +19,11 @@ CLIP   a real `comfy.sd.CLIP` around the frozen ToyTextEncoder, so CLIPTextEncod
 VAE    ToyVAE: decode/encode through the fixed linear map, with SD-style 8x spatial scaling
        (nearest-neighbour up, area down): EmptyLatentImage 128x128 -> 16x16 latent -> VAEDecode
        -> 128x128 IMAGE of 8x8 blocks. world.latent_to_rgb gives the 16x16 image directly.
+
+World 2 (world2.py) uses the same classes with its own files under weights/world2/:
+`load_toy_world2()`. The tokenizer follows the text encoder's vocabulary (recorded in its file), the
+UNet its config (recorded in its file, WORLD2_UNET_CONFIG), and the VAE is size-agnostic, so
+EmptyLatentImage at 192x192 gives world 2's 24x24 latent.
 """
 from __future__ import annotations
 
@@ -35,12 +40,15 @@ import comfy.supported_models
 import torch
 import torch.nn.functional as F
 
-from . import world
+from . import world, world2
 from .text_encoder import ToyTextEncoder
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 UNET_PATH = os.path.join(WEIGHTS_DIR, "base_unet.safetensors")
 TEXT_ENCODER_PATH = os.path.join(WEIGHTS_DIR, "text_encoder.safetensors")
+WORLD2_WEIGHTS_DIR = os.path.join(WEIGHTS_DIR, "world2")
+WORLD2_UNET_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "base_unet.safetensors")
+WORLD2_TEXT_ENCODER_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "text_encoder.safetensors")
 # The toy style LoRA (toyworld/train_lora.py). LORA_ROOT is a "loras" path once register_toy_lora_folder has run,
 # so ComfyUI's LoRA loaders list the file as LORA_NAME: one entry, named for the pack.
 LORA_ROOT = os.path.join(WEIGHTS_DIR, "loras")
@@ -73,6 +81,11 @@ TOY_UNET_CONFIG = {
     "use_temporal_attention": False,
 }
 TOY_NUM_HEADS = 4
+# World 2's UNet: the same network at 24/12/6 px (the latent is 24x24), 2.14M parameters. Measured on 1 thread
+# of the shared 2-core machine (batch 64, forward + backward): 3.0-3.6 s a step, against 4.4-5.6 s for
+# channel_mult [1, 2, 2] (6.1M) and 5.3-6.8 s for 96 channels (4.8M). The training budget (under an hour on
+# 2 cores) buys about 900 steps of batch 64 at this size, so the size is chosen for steps.
+WORLD2_UNET_CONFIG = dict(TOY_UNET_CONFIG)
 LATENT_SCALE = 8  # spatial factor of ToyVAE (image px per latent px), as SD's VAE
 
 
@@ -195,9 +208,11 @@ def load_model_patcher(path: str = UNET_PATH):
 class ToyTokenizer:
     """ComfyUI tokenizer interface for the toy vocabulary: {"toy": [[(id, weight), ...]]},
     one chunk of SEQ_LEN tokens (start, words, end, pads). ComfyUI's prompt-weight syntax
-    "(word:1.3)" is parsed with comfy.sd1_clip.token_weights; longer prompts are truncated."""
+    "(word:1.3)" is parsed with comfy.sd1_clip.token_weights; longer prompts are truncated.
+    `vocabulary` is the world module (ComfyUI instantiates the class itself, so it is a class attribute)."""
 
     key = "toy"
+    vocabulary = world
 
     def __init__(self, embedding_directory=None, tokenizer_data={}):  # noqa: B006 (ComfyUI signature)
         pass
@@ -208,27 +223,36 @@ class ToyTokenizer:
             segments = [(text, 1.0)]
         else:
             segments = comfy.sd1_clip.token_weights(text, 1.0)
+        v = self.vocabulary
+        max_words = v.SEQ_LEN - 2  # start and end
         words = []
         for seg, w in segments:
             for word in world.split_words(comfy.sd1_clip.unescape_important(seg)):
-                words.append((world.VOCAB.get(word, world.UNK_ID), float(w)))
-        if len(words) > world.MAX_WORDS:
-            logging.warning("toyworld: prompt has %d words, keeping the first %d", len(words), world.MAX_WORDS)
-            words = words[: world.MAX_WORDS]
-        chunk = [(world.START_ID, 1.0, 0)]
+                words.append((v.VOCAB.get(word, v.UNK_ID), float(w)))
+        if len(words) > max_words:
+            logging.warning("toyworld: prompt has %d words, keeping the first %d", len(words), max_words)
+            words = words[:max_words]
+        chunk = [(v.START_ID, 1.0, 0)]
         chunk += [(tid, w, i + 1) for i, (tid, w) in enumerate(words)]
-        chunk.append((world.END_ID, 1.0, 0))
-        chunk += [(world.PAD_ID, 1.0, 0)] * (world.SEQ_LEN - len(chunk))
+        chunk.append((v.END_ID, 1.0, 0))
+        chunk += [(v.PAD_ID, 1.0, 0)] * (v.SEQ_LEN - len(chunk))
         if not return_word_ids:
             chunk = [(t, w) for t, w, _ in chunk]
         return {self.key: [chunk]}
 
     def untokenize(self, token_weight_pair):
-        inv = {i: w for w, i in world.VOCAB.items()}
+        inv = {i: w for w, i in self.vocabulary.VOCAB.items()}
         return list(map(lambda a: (a, inv[a[0]]), token_weight_pair))
 
     def state_dict(self):
         return {}
+
+
+class World2Tokenizer(ToyTokenizer):
+    vocabulary = world2
+
+
+TOKENIZERS = {"1": ToyTokenizer, "2": World2Tokenizer}  # by the text encoder file's "world" metadata
 
 
 class ToyClipModel(torch.nn.Module, comfy.sd1_clip.ClipTokenWeightEncoder):
@@ -239,7 +263,9 @@ class ToyClipModel(torch.nn.Module, comfy.sd1_clip.ClipTokenWeightEncoder):
         super().__init__()
         self.encoder = ToyTextEncoder.load(encoder_path).to(device)
         self.dtypes = {torch.float32}
-        self.special_tokens = {"start": world.START_ID, "end": world.END_ID, "pad": world.PAD_ID}
+        v = self.encoder.vocabulary
+        self.end_id = v.END_ID
+        self.special_tokens = {"start": v.START_ID, "end": v.END_ID, "pad": v.PAD_ID}
         self.layer = None
 
     def reset_clip_options(self):
@@ -254,7 +280,7 @@ class ToyClipModel(torch.nn.Module, comfy.sd1_clip.ClipTokenWeightEncoder):
         layer = self.layer if self.layer is not None and self.layer != -1 else None
         with torch.no_grad():
             h = self.encoder(ids, layer=layer).float()
-        end_pos = (ids == world.END_ID).int().argmax(1)
+        end_pos = (ids == self.end_id).int().argmax(1)
         pooled = h[torch.arange(h.shape[0]), end_pos]
         return h, pooled
 
@@ -270,7 +296,7 @@ class _ToyClipTarget:
     def __init__(self, encoder_path: str):
         self.params = {"encoder_path": encoder_path}
         self.clip = ToyClipModel
-        self.tokenizer = ToyTokenizer
+        self.tokenizer = TOKENIZERS[read_metadata(encoder_path).get("world", "1")]
 
 
 def load_clip(path: str = TEXT_ENCODER_PATH) -> comfy.sd.CLIP:
@@ -356,6 +382,11 @@ def load_toy_world(unet_path: str = UNET_PATH, text_encoder_path: str = TEXT_ENC
     return load_model_patcher(unet_path), load_clip(text_encoder_path), ToyVAE()
 
 
-def empty_latent(batch_size: int = 1) -> dict:
-    """A LATENT of zeros at the toy resolution (what EmptyLatentImage gives at 128x128)."""
-    return {"samples": torch.zeros(batch_size, world.LATENT_CHANNELS, world.RES, world.RES)}
+def load_toy_world2(unet_path: str = WORLD2_UNET_PATH, text_encoder_path: str = WORLD2_TEXT_ENCODER_PATH):
+    """World 2's (MODEL, CLIP, VAE); the same classes as load_toy_world, with world 2's files."""
+    return load_toy_world(unet_path, text_encoder_path)
+
+
+def empty_latent(batch_size: int = 1, res: int = world.RES) -> dict:
+    """A LATENT of zeros at a toy resolution (what EmptyLatentImage gives at res * 8 px; world2.RES for world 2)."""
+    return {"samples": torch.zeros(batch_size, world.LATENT_CHANNELS, res, res)}

@@ -46,6 +46,44 @@ def _batch_conditioning(conds):
     return [[torch.cat(tensors, 0), extra]]
 
 
+def conditioning(clip_or_cond_fn, prompts, sampling, positive_transform=None, negative=None):
+    """(positive, negative) CONDITIONING for a batch of prompts: each prompt encoded (and transformed) on its own,
+    then batched; the negative defaults to the encoding of sampling.negative_prompt."""
+    encode = _encoder(clip_or_cond_fn)
+    pos = []
+    for p in prompts:
+        c = encode(p)
+        if positive_transform is not None:
+            c = positive_transform(c)
+        pos.append(c)
+    if negative is None:
+        negative = encode(sampling.negative_prompt)
+    return _batch_conditioning(pos), negative
+
+
+def sample_latents(model, positive, negative, seeds, cfg, sampling, res: int):
+    """nodes.common_ksampler on a batch of prompts (positive's batch), once per seed, at res x res latent px.
+    Returns (latents (n * len(seeds), 4, res, res), row i * len(seeds) + j for (prompt i, seed j); seconds)."""
+    import comfy.utils
+
+    import nodes
+
+    n = positive[0][0].shape[0]
+    latent = {"samples": torch.zeros(n, world.LATENT_CHANNELS, res, res), "batch_index": [0] * n}
+    t0 = time.time()
+    old_pbar = comfy.utils.PROGRESS_BAR_ENABLED
+    comfy.utils.PROGRESS_BAR_ENABLED = sampling.progress
+    out = torch.empty(n, len(seeds), world.LATENT_CHANNELS, res, res)
+    try:
+        for j, seed in enumerate(seeds):
+            samples = nodes.common_ksampler(model, int(seed), sampling.steps, float(cfg), sampling.sampler,
+                                            sampling.scheduler, positive, negative, latent)[0]["samples"]
+            out[:, j] = samples.float().cpu()
+    finally:
+        comfy.utils.PROGRESS_BAR_ENABLED = old_pbar
+    return out.reshape(n * len(seeds), *out.shape[2:]), time.time() - t0
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """How KSampler runs: the teacher's settings by default (euler, normal, 20 steps, empty negative)."""
@@ -75,43 +113,15 @@ def sample_and_score(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Samp
     "n", "latents" (N, 4, 16, 16) with row i * len(seeds) + j for (prompts[i], seeds[j]),
     "prompts", "seeds", "per_prompt" (accuracy of each prompt over the seeds), "seconds".
     """
-    import comfy.utils
-
-    import nodes
-
     sampling = sampling or SamplingOptions()
     prompts, seeds = list(prompts), list(seeds)
     targets = [world.parse_caption(p) for p in prompts]
     if any(t is None for t in targets):
         bad = [p for p, t in zip(prompts, targets) if t is None]
         raise ValueError(f"not toy-world captions: {bad[:3]}")
-    encode = _encoder(clip_or_cond_fn)
-    pos = []
-    for p in prompts:
-        c = encode(p)
-        if positive_transform is not None:
-            c = positive_transform(c)
-        pos.append(c)
-    positive = _batch_conditioning(pos)
-    if negative is None:
-        negative = encode(sampling.negative_prompt)
+    positive, negative = conditioning(clip_or_cond_fn, prompts, sampling, positive_transform, negative)
     n = len(prompts)
-    latent = {"samples": torch.zeros(n, world.LATENT_CHANNELS, world.RES, world.RES), "batch_index": [0] * n}
-
-    t0 = time.time()
-    old_pbar = comfy.utils.PROGRESS_BAR_ENABLED
-    comfy.utils.PROGRESS_BAR_ENABLED = sampling.progress
-    out = torch.empty(n, len(seeds), world.LATENT_CHANNELS, world.RES, world.RES)
-    try:
-        for j, seed in enumerate(seeds):
-            res = nodes.common_ksampler(model, int(seed), sampling.steps, float(cfg), sampling.sampler, sampling.scheduler,
-                                        positive, negative, latent)[0]["samples"]
-            out[:, j] = res.float().cpu()
-    finally:
-        comfy.utils.PROGRESS_BAR_ENABLED = old_pbar
-    seconds = time.time() - t0
-
-    latents = out.reshape(n * len(seeds), *out.shape[2:])
+    latents, seconds = sample_latents(model, positive, negative, seeds, cfg, sampling, world.RES)
     ci = torch.tensor([t[0] for t in targets]).repeat_interleave(len(seeds))
     si = torch.tensor([t[1] for t in targets]).repeat_interleave(len(seeds))
     pi = torch.tensor([t[2] for t in targets]).repeat_interleave(len(seeds))

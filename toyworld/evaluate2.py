@@ -1,0 +1,113 @@
+"""World 2's evaluation: ComfyUI's own sampler (toyworld/evaluate.py's sampling, unchanged) scored by world 2's
+strict analyser, on world2.VALIDATION_CAPTIONS only. The test captions are reserved for the final report, so
+this module offers no way to pick them: choices (snapshot, recipe, steps) are made on validation.
+
+Pairs are evaluate.py's: (prompt, seed) starts from the noise a batch-1 KSampler draws with that seed.
+
+    python -m toyworld.evaluate2 --unet FILE --seeds 4 --cfg 1 3 5 --threads 1 [--record]
+
+--record writes the table into FILE's metadata ("evaluation", "evaluation_command"), tensors unchanged.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+import torch
+
+from . import world2
+from .evaluate import SamplingOptions, conditioning, sample_latents
+
+METRICS = ("correct", "binding", "valid", "relation", "colour", "shape")
+
+
+def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: SamplingOptions | None = None,
+                      positive_transform=None, negative=None) -> dict:
+    """One image per (prompt, seed) with nodes.common_ksampler at world 2's 24x24 latent, analysed strictly.
+    Returns rates over all pairs of METRICS (correct is the accuracy; binding, valid as world2.score defines
+    them), "saturation" (mean share of pixels out of range, before clamping), "rejected" (count per
+    world2.REJECT_REASONS), "n", "seconds", and "latents" (n * len(seeds), 4, 24, 24), row i * len(seeds) + j
+    for (prompts[i], seeds[j])."""
+    sampling = sampling or SamplingOptions()
+    prompts, seeds = list(prompts), list(seeds)
+    specs = world2.caption_targets(prompts).repeat_interleave(len(seeds), 0)
+    positive, negative = conditioning(clip_or_cond_fn, prompts, sampling, positive_transform, negative)
+    latents, seconds = sample_latents(model, positive, negative, seeds, cfg, sampling, world2.RES)
+    analysis = world2.analyse(world2.latent_to_rgb(latents))
+    scores = world2.score(analysis, specs)
+    reasons = torch.bincount(analysis["reason"], minlength=len(world2.REJECT_REASONS))
+    return {**{k: scores[k].float().mean().item() for k in METRICS},
+            "saturation": analysis["saturation"].mean().item(),
+            "rejected": {name: int(c) for name, c in zip(world2.REJECT_REASONS, reasons) if name != "ok"},
+            "n": len(specs), "seconds": seconds, "latents": latents}
+
+
+def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None = None) -> list[dict]:
+    """sample_and_score2 on world2.VALIDATION_CAPTIONS for each cfg; rows without latents, rounded to 4 places."""
+    rows = []
+    for cfg in cfgs:
+        r = sample_and_score2(model, clip, world2.VALIDATION_CAPTIONS, seeds, cfg, sampling)
+        rows.append({"cfg": float(cfg), **{k: round(r[k], 4) for k in (*METRICS, "saturation")},
+                     "rejected": r["rejected"], "n": r["n"], "seconds": round(r["seconds"], 1)})
+    return rows
+
+
+def format_row(row: dict) -> str:
+    return (f"cfg {row['cfg']:.1f}: accuracy {row['correct']:.3f} binding {row['binding']:.3f} valid {row['valid']:.3f} "
+            f"relation {row['relation']:.3f} colour {row['colour']:.3f} shape {row['shape']:.3f} "
+            f"saturation {row['saturation']:.4f} (n={row['n']}, {row['seconds']:.0f}s; rejected {row['rejected']})")
+
+
+def record_evaluation(path: str, rows: list[dict], command: str) -> None:
+    """Adds the table to a base_unet file's metadata, keeping its tensors and other metadata as they are."""
+    from safetensors.torch import load_file, save_file
+
+    from .comfy_objects import read_metadata
+
+    meta = read_metadata(path)
+    meta.update({"evaluation": json.dumps(rows), "evaluation_command": command,
+                 "evaluation_prompts": f"world2.VALIDATION_CAPTIONS ({len(world2.VALIDATION_CAPTIONS)})"})
+    save_file(load_file(path), path, metadata=meta)
+
+
+def evaluate_file(unet_path: str, text_encoder_path: str, seeds, cfgs) -> list[dict]:
+    """The validation table of a world-2 base_unet file, printed as it goes."""
+    from . import comfy_objects as co
+
+    model, clip, _ = co.load_toy_world(unet_path, text_encoder_path)
+    print(f"{unet_path}: {len(world2.VALIDATION_CAPTIONS)} validation captions x seeds {list(seeds)}, euler 20 steps",
+          flush=True)
+    rows = []
+    for cfg in cfgs:
+        rows += validation_table(model, clip, seeds, [cfg])
+        print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+def main(argv=None):
+    import argparse
+
+    from dice_comfy.setup import setup_comfy
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--unet", default=None, help="world-2 base_unet safetensors (default: the shipped one)")
+    p.add_argument("--text-encoder", default=None, help="default: the shipped world-2 encoder")
+    p.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1 per validation caption")
+    p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--record", action="store_true", help="write the table into the file's metadata")
+    a = p.parse_args(argv)
+    setup_comfy(pytorch_attention=True)
+    torch.set_num_threads(a.threads)
+    from . import comfy_objects as co
+
+    unet = a.unet or co.WORLD2_UNET_PATH
+    rows = evaluate_file(unet, a.text_encoder or co.WORLD2_TEXT_ENCODER_PATH, range(a.seeds), a.cfg)
+    if a.record:
+        record_evaluation(unet, rows, "python -m toyworld.evaluate2 " + shlex.join(sys.argv[1:] if argv is None else argv))
+        print(f"recorded in {unet}")
+
+
+if __name__ == "__main__":
+    main()
