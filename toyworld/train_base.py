@@ -13,6 +13,10 @@ Data: training combinations only, caption noise 0.30 per attribute, 10% of the c
 by the null prompt "" (for CFG). AdamW with linear warm-up, EMA of the weights (saved).
 
     python -m toyworld.train_base --seed 0 --steps 2000 --threads 1 --state /tmp/state.pt
+
+The loop, checks, EMA, resumable state and metadata are shared with world 2's base model
+(toyworld/train_base2.py): a world supplies only its data (a `batches` object: training latents and
+contexts, the null context) and its recipe (UNet config, default files, held-out rule, evaluation).
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -40,26 +46,44 @@ def _sha256(path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-def training_metadata(a, command, train_time, n_params, final_loss) -> dict:
+@dataclass(frozen=True)
+class Recipe:
+    """What differs between the worlds' base models; the training loop is shared."""
+
+    module: str  # for the recorded command: python -m <module> ...
+    unet_config: dict | None  # None: comfy_objects.TOY_UNET_CONFIG
+    text_encoder: str
+    out: str
+    held_out_rule: str
+    # (text encoder, args) -> the world's data: .batch(n, generator) -> (x0 latents, context), .null (T, D),
+    # .check_context (2, T, D) and .res (latent px)
+    make_batches: Callable
+    # (args, path of the saved model) -> extra metadata to record in it ({}: nothing to record)
+    evaluate: Callable | None = None
+
+
+def training_metadata(a, command, recipe: Recipe, progress: dict) -> dict:
+    """progress: steps done, train_time_s, final_loss and params, as of the file being written."""
     import comfyui_version
 
     return {
-        "seed": a.seed, "steps": a.steps, "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
+        "seed": a.seed, "steps": progress["steps"], "batch": a.batch, "lr": a.lr, "warmup": a.warmup,
         "caption_noise": a.noise, "null_drop": a.drop, "ema": a.ema, "loss_weighting": a.loss_weighting,
         "weight_cap": a.weight_cap, "threads": a.threads,
-        "command": command, "train_time_s": f"{train_time:.0f}", "params": n_params,
-        "final_loss": f"{final_loss:.5f}",
+        "command": command, "train_time_s": f"{progress['train_time_s']:.0f}", "params": progress["params"],
+        "final_loss": f"{progress['final_loss']:.5f}",
         "text_encoder_sha256": _sha256(a.text_encoder),
         "torch": torch.__version__, "comfyui": comfyui_version.__version__,
         "objective": "eps prediction, SD15 model_sampling (scaled linear 0.00085-0.012), uniform t, "
                      + ("v-loss weighting (1+sigma^2)" if a.loss_weighting == "v" else "plain eps MSE")
                      + ", EMA weights",
-        "held_out_rule": "position == (colour + shape) % 4 (toyworld.world.HELD_OUT_COMBOS)",
+        "held_out_rule": recipe.held_out_rule,
     }
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv=None, recipe: Recipe | None = None, doc: str = __doc__):
+    recipe = recipe or WORLD1
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch", type=int, default=128)
@@ -74,8 +98,8 @@ def parse_args(argv=None):
                         "ComfyUI's unclipped samplers need); eps: plain eps-MSE")
     p.add_argument("--weight-cap", type=float, default=0.0, help="cap on the v weight before normalising (0: none)")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--text-encoder", default=os.path.join(HERE, "weights", "text_encoder.safetensors"))
-    p.add_argument("--out", default=os.path.join(HERE, "weights", "base_unet.safetensors"))
+    p.add_argument("--text-encoder", default=recipe.text_encoder)
+    p.add_argument("--out", default=recipe.out)
     p.add_argument("--save-every", type=int, default=0,
                    help="also save EMA snapshots as <out>.stepN.safetensors every N steps")
     p.add_argument("--log-every", type=int, default=100)
@@ -88,42 +112,51 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    a = parse_args(argv)
-    command = "python -m toyworld.train_base " + shlex.join(sys.argv[1:] if argv is None else argv)
+def loss_weights(sigmas: torch.Tensor, a) -> torch.Tensor:
+    if a.loss_weighting == "v":
+        wtab = 1 + sigmas ** 2
+        if a.weight_cap > 0:
+            wtab = wtab.clamp(max=a.weight_cap)
+        return wtab / wtab.mean()
+    return torch.ones_like(sigmas)
+
+
+def check_training_path(model, sigmas: torch.Tensor, context: torch.Tensor, res: int) -> None:
+    """The training input path must equal what the samplers evaluate (BaseModel.apply_model). Perturbs the
+    weights (the zero-initialised output would make the check trivial): re-initialise them afterwards."""
+    dm, ms = model.diffusion_model, model.model_sampling
+    with torch.no_grad():
+        for p in dm.parameters():
+            p.add_(1e-2 * torch.randn_like(p))
+        x = torch.randn(2, world.LATENT_CHANNELS, res, res)
+        s = sigmas[torch.tensor([10, 900])]
+        x0 = model.apply_model(x, s, c_crossattn=context)
+        eps = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=context)
+        assert torch.allclose(x0, x - eps * append_dims(s, x0.ndim), atol=1e-4), "training path != apply_model"
+
+
+def train(a, recipe: Recipe, command: str) -> None:
     setup_comfy(pytorch_attention=True)
     torch.set_num_threads(a.threads)
     from . import comfy_objects as co
 
     torch.manual_seed(a.seed)
     te = ToyTextEncoder.load(a.text_encoder)
-    E, U = te.embedding_table()  # the encoder is frozen: one table for all 72 captions + null
+    data = recipe.make_batches(te, a)
 
-    model = co.build_base_model()
+    model = co.build_base_model(recipe.unet_config)
     dm = model.diffusion_model
     co.init_unet_weights(dm, a.seed)
     ms = model.model_sampling
     sigmas = ms.sigmas.float().cpu()
-    if a.loss_weighting == "v":
-        wtab = 1 + sigmas ** 2
-        if a.weight_cap > 0:
-            wtab = wtab.clamp(max=a.weight_cap)
-        wtab = wtab / wtab.mean()
-    else:
-        wtab = torch.ones_like(sigmas)
+    wtab = loss_weights(sigmas, a)
     n_params = sum(p.numel() for p in dm.parameters())
-
-    # The training input path must equal what the samplers evaluate.
-    with torch.no_grad():
-        for p in dm.parameters():
-            p.add_(1e-2 * torch.randn_like(p))  # make the check non-trivial (zero-init output)
-        x = torch.randn(2, 4, world.RES, world.RES)
-        s = sigmas[torch.tensor([10, 900])]
-        c = E[:2]
-        x0 = model.apply_model(x, s, c_crossattn=c)
-        eps = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=c)
-        assert torch.allclose(x0, x - eps * append_dims(s, x0.ndim), atol=1e-4), "training path != apply_model"
+    check_training_path(model, sigmas, data.check_context, data.res)
     co.init_unet_weights(dm, a.seed)
+
+    def save(net, path, progress):
+        co.save_unet(net, path, training_metadata(a, command, recipe, {"params": n_params, **progress}),
+                     unet_config=recipe.unet_config)
 
     dm.train().requires_grad_(True)
     ema = copy.deepcopy(dm).eval().requires_grad_(False)
@@ -147,13 +180,12 @@ def main(argv=None):
     state_args = {k: v for k, v in vars(a).items()
                   if k not in ("steps", "state", "state_every", "log_every", "eval_seeds", "threads")}
 
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     t0 = time.time() - elapsed
     for step in range(start, a.steps):
-        img, _, cap = world.train_batch(a.batch, g, a.noise)
-        x0 = world.rgb_to_latent(img)
-        c = E[cap]
+        x0, c = data.batch(a.batch, g)
         drop = torch.rand(a.batch, generator=g) < a.drop
-        c = torch.where(drop[:, None, None], U.expand_as(c), c)
+        c = torch.where(drop[:, None, None], data.null.expand_as(c), c)
         t = torch.randint(0, len(sigmas), (a.batch,), generator=g)
         s = sigmas[t]
         noise = torch.randn(x0.shape, generator=g)
@@ -177,24 +209,62 @@ def main(argv=None):
                         "elapsed": time.time() - t0, "args": state_args}, a.state + ".tmp")
             os.replace(a.state + ".tmp", a.state)
         if a.save_every and (step + 1) % a.save_every == 0 and step + 1 < a.steps:
-            co.save_unet(ema, f"{os.path.splitext(a.out)[0]}.step{step + 1}.safetensors",
-                         {"seed": a.seed, "steps": step + 1, "command": command})
+            save(ema, f"{os.path.splitext(a.out)[0]}.step{step + 1}.safetensors",
+                 {"steps": step + 1, "train_time_s": time.time() - t0, "final_loss": run / (1 - 0.98 ** (step + 1))})
     train_time = time.time() - t0
 
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    meta = training_metadata(a, command, train_time, n_params, run / (1 - 0.98 ** a.steps))
-    co.save_unet(ema, a.out, meta)
+    save(ema, a.out, {"steps": a.steps, "train_time_s": train_time, "final_loss": run / (1 - 0.98 ** a.steps)})
     print(f"train time {train_time:.0f}s; saved {a.out}", flush=True)
+    if a.eval_seeds and recipe.evaluate is not None:
+        extra = recipe.evaluate(a, a.out)
+        if extra:
+            co.save_unet(ema, a.out, {**co.read_metadata(a.out), **extra}, unet_config=recipe.unet_config)
+            print(f"recorded the evaluation in {a.out}", flush=True)
 
-    if a.eval_seeds:
-        from .evaluate import sample_and_score
-        patcher = co.load_model_patcher(a.out)
-        clip = co.load_clip(a.text_encoder)
-        seeds = list(range(a.eval_seeds))
-        for cfg in (1.0, 3.0, 5.0):
-            r = sample_and_score(patcher, clip, world.HELD_OUT_CAPTIONS, seeds, cfg)
-            print(f"held-out cfg={cfg}: all {r['all']:.3f} colour {r['colour']:.3f} shape {r['shape']:.3f} "
-                  f"position {r['position']:.3f} (n={r['n']}, {r['seconds']:.0f}s)", flush=True)
+
+class World1Batches:
+    """World 1's data: one frozen-encoder table for all 72 captions and the null prompt."""
+
+    res = world.RES
+
+    def __init__(self, text_encoder: ToyTextEncoder, a):
+        self.table, self.null = text_encoder.embedding_table()
+        self.noise = a.noise
+        self.check_context = self.table[:2]
+
+    def batch(self, n: int, g: torch.Generator):
+        img, _, cap = world.train_batch(n, g, self.noise)
+        return world.rgb_to_latent(img), self.table[cap]
+
+
+def evaluate_world1(a, path: str) -> dict:
+    """Prints the held-out cfg table; world 1's metadata records no evaluation."""
+    from . import comfy_objects as co
+    from .evaluate import sample_and_score
+
+    patcher = co.load_model_patcher(path)
+    clip = co.load_clip(a.text_encoder)
+    seeds = list(range(a.eval_seeds))
+    for cfg in (1.0, 3.0, 5.0):
+        r = sample_and_score(patcher, clip, world.HELD_OUT_CAPTIONS, seeds, cfg)
+        print(f"held-out cfg={cfg}: all {r['all']:.3f} colour {r['colour']:.3f} shape {r['shape']:.3f} "
+              f"position {r['position']:.3f} (n={r['n']}, {r['seconds']:.0f}s)", flush=True)
+    return {}
+
+
+WORLD1 = Recipe(
+    module="toyworld.train_base", unet_config=None,
+    text_encoder=os.path.join(HERE, "weights", "text_encoder.safetensors"),
+    out=os.path.join(HERE, "weights", "base_unet.safetensors"),
+    held_out_rule="position == (colour + shape) % 4 (toyworld.world.HELD_OUT_COMBOS)",
+    make_batches=World1Batches, evaluate=evaluate_world1,
+)
+
+
+def main(argv=None, recipe: Recipe = WORLD1, doc: str = __doc__):
+    a = parse_args(argv, recipe, doc)
+    command = f"python -m {recipe.module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    train(a, recipe, command)
 
 
 if __name__ == "__main__":

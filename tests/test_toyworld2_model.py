@@ -1,0 +1,175 @@
+"""Tests for toy world 2's model pieces (issue 13): the frozen world-2 text encoder, the world-2 CLIP through
+ComfyUI's CLIPTextEncode, the base-model training path, load_toy_world2 sampling with a stock KSampler, a
+resumed training run, and the shipped base model's metadata (written by the training and evaluation scripts).
+
+Fast (well under a minute on one CPU thread). ComfyUI is set up by the project's harness (dice_testkit).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from dice_testkit import harness
+from toyworld import world, world2
+from toyworld.text_encoder import DEFAULT_SEED, ToyTextEncoder
+
+WORLD2_WEIGHTS = os.path.join(harness.REPO, "toyworld", "weights", "world2")
+ENCODER_PATH = os.path.join(WORLD2_WEIGHTS, "text_encoder.safetensors")
+UNET_PATH = os.path.join(WORLD2_WEIGHTS, "base_unet.safetensors")
+LONGEST = "an image with a small red square to the left of a small blue cross on a black background"
+
+
+# ----------------------------------------------------------------------------- pure torch
+def test_world2_encoder_is_the_seeded_one_with_world2_shapes():
+    shipped = ToyTextEncoder.load(ENCODER_PATH)
+    assert shipped.vocabulary is world2
+    assert (shipped.vocab_size, shipped.seq_len) == (world2.VOCAB_SIZE, world2.SEQ_LEN) == (36, 21)
+    fresh = ToyTextEncoder.from_seed(DEFAULT_SEED, vocabulary=world2)
+    for (k, a), (k2, b) in zip(shipped.state_dict().items(), fresh.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    texts = [LONGEST, "a square left of a blue cross", ""]
+    e = shipped.encode_text(texts)
+    assert e.shape == (3, 21, 64) and torch.isfinite(e).all()
+    assert torch.equal(e, shipped.encode_text(texts))  # deterministic
+    assert torch.allclose(e[0, 0], e[2, 0], atol=1e-6)  # causal: the start token sees nothing else
+    # the longest caption the grammar makes fits: its end token is the last position
+    assert world2.tokenize(LONGEST)[-1] == world2.END_ID and len(world.split_words(LONGEST)) == world2.SEQ_LEN - 2
+    # binding is in the text: with the two colours swapped, each shape token's (causal) state changes
+    pair = shipped.encode_text(["a blue square to the left of a small red cross on a black background",
+                                "a red square to the left of a small blue cross on a black background"])
+    square, cross = 3, 11
+    assert (pair[0, square] - pair[1, square]).norm() > 1.0 and (pair[0, cross] - pair[1, cross]).norm() > 0.5
+
+
+def test_world1_encoder_still_loads_as_world1():
+    enc = ToyTextEncoder.load(os.path.join(harness.REPO, "toyworld", "weights", "text_encoder.safetensors"))
+    assert enc.vocabulary is world and (enc.vocab_size, enc.seq_len) == (world.VOCAB_SIZE, world.SEQ_LEN)
+    with pytest.raises(ValueError):
+        ToyTextEncoder.from_seed(0, vocabulary=world2).embedding_table()
+
+
+# ----------------------------------------------------------------------------- ComfyUI
+def _fresh_unet_file(path: str) -> str:
+    """A world-2 base_unet file with initialised (untrained, slightly perturbed) weights, for when none is shipped."""
+    from toyworld import comfy_objects as co
+
+    model = co.build_base_model(co.WORLD2_UNET_CONFIG)
+    co.init_unet_weights(model.diffusion_model, 0)
+    with torch.no_grad():
+        for p in model.diffusion_model.parameters():
+            p.add_(1e-2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    co.save_unet(model.diffusion_model, path, {"seed": 0, "steps": 0, "command": "tests"},
+                 unet_config=co.WORLD2_UNET_CONFIG)
+    return path
+
+
+@pytest.fixture(scope="module")
+def world2_objects(tmp_path_factory):
+    harness.setup_comfy()
+    from toyworld import comfy_objects as co
+
+    unet = UNET_PATH if os.path.exists(UNET_PATH) else _fresh_unet_file(str(tmp_path_factory.mktemp("w2") / "u.safetensors"))
+    return co, co.load_toy_world2(unet_path=unet)
+
+
+def test_world2_clip_through_clip_text_encode(world2_objects):
+    import nodes
+
+    co, (model, clip, vae) = world2_objects
+    (cond,) = nodes.CLIPTextEncode().encode(clip, LONGEST)
+    tensor, extra = cond[0]
+    assert tensor.shape == (1, world2.SEQ_LEN, 64) and extra["pooled_output"].shape == (1, 64)
+    direct = ToyTextEncoder.load(ENCODER_PATH).encode_text([LONGEST])
+    assert torch.allclose(tensor, direct, atol=1e-5)
+    assert torch.allclose(extra["pooled_output"], direct[:, world2.SEQ_LEN - 1], atol=1e-5)  # the end token's state
+    tokens = clip.tokenize(LONGEST)["toy"][0]
+    assert [t for t, _ in tokens] == world2.tokenize(LONGEST)
+
+
+def test_world2_training_path_equals_apply_model(world2_objects):
+    from toyworld import train_base
+    from toyworld.train_base2 import World2Batches
+
+    co, _ = world2_objects
+    model = co.build_base_model(co.WORLD2_UNET_CONFIG)
+    co.init_unet_weights(model.diffusion_model, 0)
+    args = train_base.parse_args(["--noise", "0.3"])
+    batches = World2Batches(ToyTextEncoder.load(ENCODER_PATH), args)
+    x0, context = batches.batch(3, torch.Generator().manual_seed(0))
+    assert x0.shape == (3, 4, 24, 24) and context.shape == (3, world2.SEQ_LEN, 64)
+    assert batches.null.shape == (world2.SEQ_LEN, 64)
+    train_base.check_training_path(model, model.model_sampling.sigmas.float(), batches.check_context, batches.res)
+    # the check has teeth: a UNet fed the raw x instead of calculate_input(sigma, x) would fail it
+    dm, ms = model.diffusion_model, model.model_sampling
+    s = ms.sigmas[torch.tensor([10, 900])].float()
+    x = torch.randn(2, 4, 24, 24)
+    with torch.no_grad():
+        x0_pred = model.apply_model(x, s, c_crossattn=batches.check_context)
+        wrong = x - dm(x, ms.timestep(s).float(), context=batches.check_context) * s[:, None, None, None]
+    assert not torch.allclose(x0_pred, wrong, atol=1e-4)
+
+
+def test_load_toy_world2_samples_with_ksampler(world2_objects):
+    import comfy.model_base
+    import comfy.model_patcher
+
+    import nodes
+
+    co, (model, clip, vae) = world2_objects
+    assert isinstance(model, comfy.model_patcher.ModelPatcher)
+    assert type(model.model.model_config).__name__ == "SD15" and model.model.model_type == comfy.model_base.ModelType.EPS
+    pos = nodes.CLIPTextEncode().encode(clip, world2.VALIDATION_CAPTIONS[0])[0]
+    neg = nodes.CLIPTextEncode().encode(clip, "")[0]
+    (latent,) = nodes.EmptyLatentImage().generate(192, 192, 2)
+    assert latent["samples"].shape == (2, 4, 24, 24)
+    (out,) = nodes.KSampler().sample(model, 0, 2, 3.0, "euler", "normal", pos, neg, latent)
+    assert out["samples"].shape == (2, 4, 24, 24) and torch.isfinite(out["samples"]).all()
+    (image,) = nodes.VAEDecode().decode(vae, out)
+    assert image.shape == (2, 192, 192, 3)
+
+
+def test_sample_and_score2_smoke(world2_objects):
+    from toyworld.evaluate import SamplingOptions
+    from toyworld.evaluate2 import METRICS, sample_and_score2
+
+    co, (model, clip, vae) = world2_objects
+    r = sample_and_score2(model, clip, world2.VALIDATION_CAPTIONS[:2], [0], 2.0, SamplingOptions(steps=2))
+    assert r["latents"].shape == (2, 4, 24, 24) and r["n"] == 2
+    assert all(0.0 <= r[k] <= 1.0 for k in METRICS) and sum(r["rejected"].values()) <= 2
+
+
+def test_resumed_world2_training_equals_one_run(world2_objects, tmp_path):
+    from safetensors.torch import load_file
+
+    from toyworld import train_base2
+
+    common = ["--batch", "2", "--threads", "1", "--warmup", "1", "--log-every", "100"]
+    train_base2.main(["--steps", "2", "--out", str(tmp_path / "one.safetensors"), *common])
+    resumed = ["--out", str(tmp_path / "two.safetensors"), "--state", str(tmp_path / "state.pt"), *common]
+    train_base2.main(["--steps", "1", *resumed])
+    train_base2.main(["--steps", "2", *resumed])
+    one, two = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+
+
+def test_shipped_world2_base_model_metadata_is_the_scripts():
+    if not os.path.exists(UNET_PATH):
+        pytest.skip("no world-2 base model is shipped")
+    harness.setup_comfy()
+    from toyworld import comfy_objects as co
+    from toyworld.train_base import _sha256
+
+    meta = co.read_metadata(UNET_PATH)
+    assert meta["command"].startswith("python -m toyworld.train_base2 ")
+    assert f"--seed {meta['seed']}" in meta["command"] and "--threads 1" in meta["command"]
+    assert int(meta["steps"]) > 0 and float(meta["train_time_s"]) > 0 and float(meta["final_loss"]) > 0
+    assert meta["text_encoder_sha256"] == _sha256(ENCODER_PATH)
+    assert json.loads(meta["unet_config"]) == co.WORLD2_UNET_CONFIG
+    assert meta["evaluation_command"].startswith("python -m toyworld.evaluate2 ")
+    rows = {row["cfg"]: row for row in json.loads(meta["evaluation"])}
+    assert set(rows) == {1.0, 3.0, 5.0}
+    # what the world is for: cfg=1 fails at binding, cfg=5 succeeds
+    assert rows[5.0]["binding"] > rows[1.0]["binding"] + 0.2
