@@ -155,6 +155,40 @@ def test_resumed_world2_training_equals_one_run(world2_objects, tmp_path):
     assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
 
 
+def test_v_prediction_base_model_trains_saves_and_loads_as_comfyui_v_prediction(world2_objects, tmp_path):
+    import comfy.model_base
+
+    from toyworld import train_base, train_base2
+
+    co, _ = world2_objects
+    model = co.build_base_model(co.WORLD2_UNET_CONFIG, prediction="v")
+    assert model.model_type == comfy.model_base.ModelType.V_PREDICTION
+    ms = model.model_sampling
+    # the training target is the output from which ComfyUI's own V_PREDICTION gives back x0
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(4, 4, 24, 24, generator=g), torch.randn(4, 4, 24, 24, generator=g)
+    s = ms.sigmas[torch.tensor([0, 300, 700, 999])].float()
+    x = x0 + s[:, None, None, None] * noise
+    back = ms.calculate_denoised(s, train_base.v_target(x0, noise, s), x)
+    # float32 terms up to sigma_max * |x0| ~ 60 cancel: a few ulps of 60
+    assert torch.allclose(back, x0, atol=1e-4), (back - x0).abs().max()
+    assert not torch.allclose(ms.calculate_denoised(s, noise, x), x0, atol=1e-2)  # eps is not v's target
+    co.init_unet_weights(model.diffusion_model, 0)
+    batches = train_base2.World2Batches(ToyTextEncoder.load(ENCODER_PATH), train_base.parse_args([]))
+    train_base.check_training_path(model, ms.sigmas.float(), batches.check_context, batches.res)
+    out = tmp_path / "v.safetensors"
+    train_base2.main(["--steps", "1", "--batch", "2", "--threads", "1", "--warmup", "1", "--prediction", "v",
+                      "--out", str(out)])
+    meta = co.read_metadata(str(out))
+    assert meta["prediction"] == "v" and meta["objective"].startswith("v prediction")
+    loaded, _, _ = co.load_toy_world2(unet_path=str(out))
+    assert loaded.model.model_type == comfy.model_base.ModelType.V_PREDICTION
+    # eps files (every file before the option) load as eps
+    eps_path = _fresh_unet_file(str(tmp_path / "eps.safetensors"))
+    assert "prediction" not in co.read_metadata(eps_path)
+    assert co.load_base_model(eps_path).model_type == comfy.model_base.ModelType.EPS
+
+
 def test_shipped_world2_base_model_metadata_is_the_scripts():
     if not os.path.exists(UNET_PATH):
         pytest.skip("no world-2 base model is shipped")

@@ -101,18 +101,31 @@ class ToyLatentFormat(comfy.latent_formats.LatentFormat):
 
 
 # ------------------------------------------------------------------------------------- MODEL
-def make_model_config(unet_config: dict | None = None, num_heads: int = TOY_NUM_HEADS):
-    """An SD15 model config for the toy UNet (fp32, no manual cast)."""
-    cfg = comfy.supported_models.SD15(dict(unet_config or TOY_UNET_CONFIG))
+class ToyVPredictionSD15(comfy.supported_models.SD15):
+    """SD15 with v-prediction, as ComfyUI runs SD1.5-architecture v-prediction fine-tunes: the UNet predicts
+    v = (eps - sigma * x0) / sqrt(sigma^2 + 1), so near sigma_max its output is about -x0, where an eps model's
+    x0 = x - sigma * eps multiplies the eps error by sigma (toyworld/diagnose.py measures what that costs)."""
+
+    def model_type(self, state_dict, prefix=""):
+        return comfy.model_base.ModelType.V_PREDICTION
+
+
+PREDICTIONS = {"eps": comfy.supported_models.SD15, "v": ToyVPredictionSD15}
+
+
+def make_model_config(unet_config: dict | None = None, num_heads: int = TOY_NUM_HEADS, prediction: str = "eps"):
+    """An SD15 model config for the toy UNet (fp32, no manual cast); prediction "eps" (SD1.5's) or "v"."""
+    cfg = PREDICTIONS[prediction](dict(unet_config or TOY_UNET_CONFIG))
     cfg.unet_config["num_heads"] = num_heads  # SD15.unet_extra_config would force 8
     cfg.latent_format = ToyLatentFormat()
     cfg.set_inference_dtype(torch.float32, None)
     return cfg
 
 
-def build_base_model(unet_config: dict | None = None, num_heads: int = TOY_NUM_HEADS, device=None):
+def build_base_model(unet_config: dict | None = None, num_heads: int = TOY_NUM_HEADS, device=None,
+                     prediction: str = "eps"):
     """An *uninitialised* BaseModel (ComfyUI layers use torch.empty: load or init every weight)."""
-    return make_model_config(unet_config, num_heads).get_model({}, device=device)
+    return make_model_config(unet_config, num_heads, prediction).get_model({}, device=device)
 
 
 @torch.no_grad()
@@ -153,13 +166,15 @@ def _torch_reset(m):
 
 
 def save_unet(diffusion_model: torch.nn.Module, path: str, metadata: dict | None = None,
-              unet_config: dict | None = None, num_heads: int = TOY_NUM_HEADS) -> None:
+              unet_config: dict | None = None, num_heads: int = TOY_NUM_HEADS, prediction: str = "eps") -> None:
     from safetensors.torch import save_file
     meta = {"format": "toyworld-base-unet-v1",
             "unet_config": json.dumps(unet_config or TOY_UNET_CONFIG),
             "num_heads": str(num_heads),
             "model_config": "comfy.supported_models.SD15",
             "latent_format": "toyworld.comfy_objects.ToyLatentFormat (scale_factor 1.0)"}
+    if prediction != "eps":  # files without the key are eps models, as every file before it was
+        meta.update({"prediction": prediction, "model_config": "toyworld.comfy_objects.ToyVPredictionSD15"})
     meta.update({k: str(v) for k, v in (metadata or {}).items()})
     sd = {k: v.detach().float().contiguous().cpu() for k, v in diffusion_model.state_dict().items()}
     save_file(sd, path, metadata=meta)
@@ -177,7 +192,7 @@ def load_base_model(path: str = UNET_PATH, device=None):
     meta = read_metadata(path)
     unet_config = json.loads(meta["unet_config"]) if "unet_config" in meta else None
     num_heads = int(meta.get("num_heads", TOY_NUM_HEADS))
-    model = build_base_model(unet_config, num_heads, device=device)
+    model = build_base_model(unet_config, num_heads, device=device, prediction=meta.get("prediction", "eps"))
     model.diffusion_model.load_state_dict(load_file(path), strict=True)
     model.diffusion_model.requires_grad_(False)
     return model

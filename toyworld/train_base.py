@@ -9,6 +9,10 @@ BaseModel.apply_model / the samplers evaluate (checked at start-up).
 Default w(t) = (1 + sigma^2) / mean, the v-prediction loss written for an eps model: with plain
 eps-MSE a small model's eps is ~0.08 off at sigma_max = 14.6, so x0 = x - sigma * eps is ~1 off
 and ComfyUI's samplers (which, unlike the prototype's DDIM, never clip x0) diverge.
+--prediction v trains a v-prediction UNet instead (ComfyUI's ModelType.V_PREDICTION, the target
+v = (eps - sigma * x0) / sqrt(sigma^2 + 1)), with the same loss in eps units: an eps model's x0 still
+scatters near sigma_max with that weighting (python -m toyworld.diagnose), a v model's output there is
+about -x0. The file records "prediction": "v"; files without it are eps models.
 Data: training combinations only, caption noise 0.30 per attribute, 10% of the captions replaced
 by the null prompt "" (for CFG). AdamW with linear warm-up, EMA of the weights (saved).
 
@@ -74,7 +78,8 @@ def training_metadata(a, command, recipe: Recipe, progress: dict) -> dict:
         "final_loss": f"{progress['final_loss']:.5f}",
         "text_encoder_sha256": _sha256(a.text_encoder),
         "torch": torch.__version__, "comfyui": comfyui_version.__version__,
-        "objective": "eps prediction, SD15 model_sampling (scaled linear 0.00085-0.012), uniform t, "
+        "prediction": a.prediction,
+        "objective": f"{a.prediction} prediction, SD15 model_sampling (scaled linear 0.00085-0.012), uniform t, "
                      + ("v-loss weighting (1+sigma^2)" if a.loss_weighting == "v" else "plain eps MSE")
                      + ", EMA weights",
         "held_out_rule": recipe.held_out_rule,
@@ -96,6 +101,9 @@ def parse_args(argv=None, recipe: Recipe | None = None, doc: str = __doc__):
                    help="v: eps-MSE weighted by (1 + sigma^2), normalised to mean 1 over t, i.e. the "
                         "v-prediction loss (makes x0 = x - sigma*eps accurate at high noise, which "
                         "ComfyUI's unclipped samplers need); eps: plain eps-MSE")
+    p.add_argument("--prediction", choices=["eps", "v"], default="eps",
+                   help="what the UNet predicts: eps (SD1.5's, the shipped world-1 model) or v (ComfyUI samples it "
+                        "natively; keeps x0 accurate near sigma_max, see toyworld/diagnose.py)")
     p.add_argument("--weight-cap", type=float, default=0.0, help="cap on the v weight before normalising (0: none)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--text-encoder", default=recipe.text_encoder)
@@ -131,8 +139,15 @@ def check_training_path(model, sigmas: torch.Tensor, context: torch.Tensor, res:
         x = torch.randn(2, world.LATENT_CHANNELS, res, res)
         s = sigmas[torch.tensor([10, 900])]
         x0 = model.apply_model(x, s, c_crossattn=context)
-        eps = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=context)
-        assert torch.allclose(x0, x - eps * append_dims(s, x0.ndim), atol=1e-4), "training path != apply_model"
+        out = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=context)
+        assert torch.allclose(x0, ms.calculate_denoised(s, out, x), atol=1e-4), "training path != apply_model"
+
+
+def v_target(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """What a v-prediction UNet should output for x = x0 + sigma * noise: (noise - sigma * x0) / sqrt(sigma^2 + 1),
+    the output from which ComfyUI's V_PREDICTION.calculate_denoised gives back x0 (sigma_data 1)."""
+    s = append_dims(sigma, x0.ndim)
+    return (noise - s * x0) / (s ** 2 + 1).sqrt()
 
 
 def train(a, recipe: Recipe, command: str) -> None:
@@ -144,7 +159,7 @@ def train(a, recipe: Recipe, command: str) -> None:
     te = ToyTextEncoder.load(a.text_encoder)
     data = recipe.make_batches(te, a)
 
-    model = co.build_base_model(recipe.unet_config)
+    model = co.build_base_model(recipe.unet_config, prediction=a.prediction)
     dm = model.diffusion_model
     co.init_unet_weights(dm, a.seed)
     ms = model.model_sampling
@@ -156,7 +171,7 @@ def train(a, recipe: Recipe, command: str) -> None:
 
     def save(net, path, progress):
         co.save_unet(net, path, training_metadata(a, command, recipe, {"params": n_params, **progress}),
-                     unet_config=recipe.unet_config)
+                     unet_config=recipe.unet_config, prediction=a.prediction)
 
     dm.train().requires_grad_(True)
     ema = copy.deepcopy(dm).eval().requires_grad_(False)
@@ -191,7 +206,10 @@ def train(a, recipe: Recipe, command: str) -> None:
         noise = torch.randn(x0.shape, generator=g)
         x = x0 + append_dims(s, x0.ndim) * noise
         pred = dm(ms.calculate_input(s, x), ms.timestep(s).float(), context=c)
-        loss = ((pred - noise).pow(2).mean((1, 2, 3)) * wtab[t]).mean()
+        if a.prediction == "eps":
+            loss = ((pred - noise).pow(2).mean((1, 2, 3)) * wtab[t]).mean()
+        else:  # v error = eps error * sqrt(1 + sigma^2): divided back, --loss-weighting means the same for both
+            loss = ((pred - v_target(x0, noise, s)).pow(2).mean((1, 2, 3)) / (1 + s ** 2) * wtab[t]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -218,7 +236,8 @@ def train(a, recipe: Recipe, command: str) -> None:
     if a.eval_seeds and recipe.evaluate is not None:
         extra = recipe.evaluate(a, a.out)
         if extra:
-            co.save_unet(ema, a.out, {**co.read_metadata(a.out), **extra}, unet_config=recipe.unet_config)
+            co.save_unet(ema, a.out, {**co.read_metadata(a.out), **extra}, unet_config=recipe.unet_config,
+                         prediction=a.prediction)
             print(f"recorded the evaluation in {a.out}", flush=True)
 
 
