@@ -13,7 +13,7 @@ Both refiners are trained by the node (batch 32, cfg 5) and the training prompts
 plus half of the 12 colour-free captions; the other 6 colour-free captions are the evaluation prompts, so they
 never reach training. The paper-way refiner has the table's settings (600 steps, 8 teacher samples per
 prompt). The negative-aware one's teacher samples per (prompt, negative) pair and steps are chosen among
---candidates on the validation seeds (lowest rate of the named colour); the test seeds, disjoint, are
+--candidates on the validation seeds, by both goals below (goal_shortfall); the test seeds, disjoint, are
 sampled once, with the chosen refiner.
 
 Goals (issue 14): negative-aware DICE's rate <= cfg=5-with-negative's + 0.02, and its alignment on the
@@ -56,6 +56,17 @@ def bootstrap_mean(cells: torch.Tensor, draws: int = 4000, seed: int = 0) -> tup
     picks = torch.randint(len(cells), (draws, len(cells)), generator=g)
     means = cells.double()[picks].mean(1)
     return float(means.quantile(0.025)), float(means.quantile(0.975))
+
+
+RATE_MARGIN, ALIGNMENT_MARGIN = 0.02, 0.03  # the goals: rate <= cfg 5's + 0.02, alignment >= paper-way DICE's - 0.03
+
+
+def goal_shortfall(candidate: dict, cfg_with_negative: dict, paper_without_negative: dict) -> tuple:
+    """How far a negative-aware candidate's validation means ({"shows", "aligned"}) fall short of the two goals
+    together (0: both met); ties go to the lower rate, then to the higher alignment."""
+    rate_excess = candidate["shows"] - cfg_with_negative["shows"] - RATE_MARGIN
+    alignment_deficit = paper_without_negative["aligned"] - ALIGNMENT_MARGIN - candidate["aligned"]
+    return max(0.0, rate_excess) + max(0.0, alignment_deficit), candidate["shows"], -candidate["aligned"]
 
 
 def main(argv=None) -> dict:
@@ -156,12 +167,20 @@ def main(argv=None) -> dict:
         return {"shows": (found[..., 0] == named).float().mean(1),  # per cell: the rate of the colour its negative names
                 "aligned": (found[..., 1:] == shape_pos).all(-1).float().mean(1)}
 
-    validation = {"cfg=5, negative as uc": float(score(TEACHER_W, plain_prompts, [negative_cond[k] for _, k in cells],
-                                                       split_seeds["validation"])["shows"].mean())}
+    # Validation scores each candidate against both goals, on the validation seeds: its named-colour rate against
+    # cfg 5's with the negative, and its shape-and-position accuracy against paper-way DICE's without a negative.
+    # (Choosing on the rate alone once tied two candidates whose accuracies then differed by 0.07 on test.)
+    def validation_means(cfg: float, positives: list, negs: list) -> dict:
+        v = score(cfg, positives, negs, split_seeds["validation"])
+        return {"shows": float(v["shows"].mean()), "aligned": float(v["aligned"].mean())}
+
+    validation = {"cfg=5, negative as uc": validation_means(TEACHER_W, plain_prompts, [negative_cond[k] for _, k in cells]),
+                  "DICE paper-way, no negative": validation_means(1.0, dice(trained["paper"]["bundle"], False),
+                                                                  [empty] * len(cells))}
     for key, run in aware_runs.items():
-        validation[key] = float(score(1.0, dice(run["bundle"], True), [empty] * len(cells),
-                                      split_seeds["validation"])["shows"].mean())
-    chosen = min(aware_runs, key=lambda k: validation[k])
+        validation[key] = validation_means(1.0, dice(run["bundle"], True), [empty] * len(cells))
+    chosen = min(aware_runs, key=lambda k: goal_shortfall(validation[k], validation["cfg=5, negative as uc"],
+                                                         validation["DICE paper-way, no negative"]))
     trained["negative-aware"] = aware_runs[chosen]
     print(json.dumps({"validation": validation, "chosen": chosen}), flush=True)
     methods = {
@@ -184,16 +203,18 @@ def main(argv=None) -> dict:
     rate_gap = aware["shows"] - reference["shows"]
     align_gap = aware["aligned"] - per_cell["DICE paper-way, no negative"]["aligned"]
     goals = {
-        "rate_vs_cfg_w": {"gap": float(rate_gap.mean()), "gap_ci95": bootstrap_mean(rate_gap), "goal": "<= 0.02",
-                          "met": float(rate_gap.mean()) <= 0.02},
+        "rate_vs_cfg_w": {"gap": float(rate_gap.mean()), "gap_ci95": bootstrap_mean(rate_gap),
+                          "goal": f"<= {RATE_MARGIN}", "met": float(rate_gap.mean()) <= RATE_MARGIN},
         "alignment_vs_paper_dice_without_negative": {"gap": float(align_gap.mean()), "gap_ci95": bootstrap_mean(align_gap),
-                                                     "goal": ">= -0.03", "met": float(align_gap.mean()) >= -0.03},
+                                                     "goal": f">= -{ALIGNMENT_MARGIN}",
+                                                     "met": float(align_gap.mean()) >= -ALIGNMENT_MARGIN},
     }
     result = {
         "rows": rows, "goals": goals, "negatives": negatives, "eval_prompts": [r[0] for r in eval_rows],
         "train_prompts": len(captions), "cells": len(cells), "seeds": len(split_seeds["test"]),
         "images_per_method": len(cells) * len(split_seeds["test"]),
-        "validation": {"seeds": len(split_seeds["validation"]), "named_colour_rate": validation, "chosen": chosen,
+        "validation": {"seeds": len(split_seeds["validation"]), "means": validation, "chosen": chosen,
+                       "rule": "least shortfall against both goals, then lowest rate, then highest alignment",
                        "candidates": {k: {kk: vv for kk, vv in v.items() if kk != "bundle"} for k, v in aware_runs.items()}},
         "training": {k: {kk: vv for kk, vv in v.items() if kk != "bundle"} for k, v in trained.items()},
         "train_steps": a.steps, "seconds": time.time() - t0,

@@ -164,7 +164,8 @@ def _dial(dial: dict, section: dict) -> list[str]:
                      "its steps, range and teacher samples were chosen on the validation seeds by the worst recovery over the four w ("
                      + "; ".join(f"{_dial_candidate(k)}: {v['worst_recovery']:.2f}" for k, v in candidates.items())
                      + f"): **{_dial_candidate(dial['dial_validation'].get('chosen', dial['dial_steps']))}**.")
-    lines = [f"Measured {section.get('date', '?')} on {_machine(section.get('machine', {}))} "
+    measured = dial if "date" in dial else section  # each study records its own date and machine since --controls
+    lines = [f"Measured {measured.get('date', '?')} on {_machine(measured.get('machine', {}))} "
              "(`python -m benchmarks.run_all --only controls`, benchmarks/dial_study.py). "
              f"One refiner trained at w = {dial['w_train']:g} ({dial['train_steps']} steps), then CFG at w against DICE at "
              f"cfg 1 with strength set for w: *linear* is strength = (w - 1) / (w_train - 1), fixed in advance; "
@@ -191,9 +192,28 @@ def _dial(dial: dict, section: dict) -> list[str]:
     return lines
 
 
+
+def _negative_validation(v: dict) -> str:
+    """How the negative-aware settings were chosen. Results before the two-goal rule recorded only the rates."""
+    if "means" not in v:
+        rates = v["named_colour_rate"]
+        return ("Among " + ", ".join(f"{k} (named-colour rate {rates[k]:.3f})" for k in v["candidates"])
+                + f", against cfg 5's {rates['cfg=5, negative as uc']:.3f}, by the lowest rate: **{v['chosen']}**.")
+    m = v["means"]
+    return (f"Rule: {v['rule']}. Named-colour rate / shape-and-position: cfg 5 with the negative "
+            f"{m['cfg=5, negative as uc']['shows']:.3f} / {m['cfg=5, negative as uc']['aligned']:.3f}, paper-way DICE "
+            f"without one {m['DICE paper-way, no negative']['shows']:.3f} / {m['DICE paper-way, no negative']['aligned']:.3f}, "
+            + ", ".join(f"{k} {m[k]['shows']:.3f} / {m[k]['aligned']:.3f}" for k in v["candidates"])
+            + f": **{v['chosen']}**.")
+
+def _measured(study: dict) -> str:
+    """'Measured <date> on <machine>. ' for a study that records them (the controls' studies, since --controls)."""
+    return f"Measured {study['date']} on {_machine(study.get('machine', {}))}. " if "date" in study else ""
+
+
 def _negatives(neg: dict) -> list[str]:
     t = neg["training"]
-    lines = ["`benchmarks/negative_study.py`. Evaluation prompts leave the colour out (" + ", ".join(
+    lines = [_measured(neg) + "`benchmarks/negative_study.py`. Evaluation prompts leave the colour out (" + ", ".join(
                 f"\"{p}\"" for p in neg["eval_prompts"]) + "), so the model picks one and a colour named in the negative has "
              f"something to remove. Each prompt with each of the {len(neg['negatives'])} colours as the negative: "
              f"{neg['cells']} cells x {neg['seeds']} seeds = {neg['images_per_method']} images per method. *Shows the named "
@@ -202,10 +222,8 @@ def _negatives(neg: dict) -> list[str]:
              f"Both refiners: DICE Train Refiner on {neg['train_prompts']} prompts (the 54 training captions and the 6 other "
              f"colour-free captions). Paper-way: {neg['train_steps']} steps, 8 teacher samples per prompt. Negative-aware: "
              "negative_prompts = the six colours; teacher samples per pair x steps chosen on "
-             f"{neg['validation']['seeds']} validation seeds among " + ", ".join(
-                f"{k} (named-colour rate {neg['validation']['named_colour_rate'][k]:.3f})" for k in neg['validation']['candidates'])
-             + f", against cfg 5's {neg['validation']['named_colour_rate']['cfg=5, negative as uc']:.3f}: "
-             f"**{neg['validation']['chosen']}**. The test seeds were sampled once, with the chosen refiner.", "",
+             f"{neg['validation']['seeds']} validation seeds. " + _negative_validation(neg['validation'])
+             + " The test seeds were sampled once, with the chosen refiner.", "",
              "| method | shows the named colour | shape and position |", "|---|---|---|"]
     for name, r in neg["rows"].items():
         lo, hi = r["shows_ci95"]
@@ -230,7 +248,7 @@ def _negatives(neg: dict) -> list[str]:
 
 def _transfer(t: dict) -> list[str]:
     lora, st, rec = t["lora"], t["settings"], t["on_lora_recovery"]
-    lines = ["`benchmarks/transfer_study.py`. The user's situation: a refiner trained for a checkpoint, then a LoRA "
+    lines = [_measured(t) + "`benchmarks/transfer_study.py`. The user's situation: a refiner trained for a checkpoint, then a LoRA "
              f"stacked on it. The LoRA is the toy world's style LoRA (`{lora['file']}`, rank {lora['rank']} on "
              f"{lora['layers']} layers, {lora['params']:,} parameters; every object drawn {lora['style']}), loaded with "
              "ComfyUI's LoraLoaderModelOnly at strength 1.0. Two refiners with the same settings (DICE Train Refiner, "

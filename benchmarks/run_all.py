@@ -3,6 +3,7 @@
   python -m benchmarks.run_all                 # everything (about an hour on a 2-core CPU)
   python -m benchmarks.run_all --only toyworld sampling
   python -m benchmarks.run_all --only padding      # T5 padding study, about 3 minutes
+  python -m benchmarks.run_all --only controls --controls negatives   # one of the controls studies
 GPU figures come from benchmarks/run_gpu.py on a lent card; its JSON-lines output is kept under
 benchmarks/gpu_runs/ and merged into the same files, keyed by card:
   python -m benchmarks.run_all --merge-gpu benchmarks/gpu_runs/*.jsonl
@@ -82,13 +83,21 @@ def padding(device: str) -> dict:
     return {**{k: v for k, v in result.items() if k != "rows"}, "date": datetime.date.today().isoformat()}
 
 
-def controls(device: str) -> dict:
+CONTROL_STUDIES = ("negatives", "dial", "transfer")
+
+
+def controls(previous: dict | None, studies=CONTROL_STUDIES) -> dict:
     """The controls people use at sampling time (issue 14): negative prompts (benchmarks/negative_study.py), the
-    guidance dial (benchmarks/dial_study.py) and a LoRA stacked on the model (benchmarks/transfer_study.py)."""
+    guidance dial (benchmarks/dial_study.py) and a LoRA stacked on the model (benchmarks/transfer_study.py).
+    `studies` reruns some of them (about 40 min each on one thread) and keeps the others' figures from `previous`;
+    each study records its own date and machine."""
     from benchmarks import dial_study, negative_study, transfer_study
 
-    return {"negatives": negative_study.main([]), "dial": dial_study.main([]), "transfer": transfer_study.main([]),
-            "machine": common.machine(), "date": datetime.date.today().isoformat()}
+    run = {"negatives": negative_study.main, "dial": dial_study.main, "transfer": transfer_study.main}
+    out = dict(previous or {})
+    for name in studies:
+        out[name] = {**run[name]([]), "machine": common.machine(), "date": datetime.date.today().isoformat()}
+    return {**out, "machine": common.machine(), "date": datetime.date.today().isoformat()}
 
 
 def merge_gpu(files: list[str], results: dict) -> None:
@@ -116,6 +125,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve", "padding", "controls"],
                     default=None)
+    ap.add_argument("--controls", nargs="+", choices=CONTROL_STUDIES, default=list(CONTROL_STUDIES),
+                    help="with controls: which of its studies to rerun (the others keep their recorded figures)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick-toyworld", action="store_true")
     ap.add_argument("--merge-gpu", nargs="+", metavar="JSONL", help="merge run_gpu.py output instead of measuring")
@@ -138,6 +149,8 @@ def main() -> None:
         print(f"== {name}", flush=True)
         if name == "toyworld":
             section["toyworld"] = toyworld(a.quick_toyworld)
+        elif name == "controls":
+            section["controls"] = controls(section.get("controls"), a.controls)
         else:
             section[name] = globals()[name](a.device)
         with open(RESULTS, "w") as f:
