@@ -1,6 +1,6 @@
 """`make bench`: every CPU benchmark, then benchmarks/results.json and BENCHMARKS.md are rewritten.
 
-  python -m benchmarks.run_all                 # everything (about an hour on a 2-core CPU)
+  python -m benchmarks.run_all                 # everything (over three hours on one thread of a 2-core CPU)
   python -m benchmarks.run_all --only toyworld sampling
   python -m benchmarks.run_all --only padding      # T5 padding study, about 3 minutes
   python -m benchmarks.run_all --only controls --controls negatives   # one of the controls studies
