@@ -18,7 +18,7 @@ def world1():
     from toyworld import comfy_objects as co
 
     model, clip, _ = co.load_toy_world()
-    _, batch = diagnose._world(1)
+    batch = diagnose._world(1)
     images, captions = batch(8, torch.Generator().manual_seed(0))
     return model, clip, images, captions
 
@@ -36,6 +36,6 @@ def test_light_img2img_returns_the_input_unsaturated(world1):
 
 
 def test_world2_batches_carry_full_captions():
-    _, batch = diagnose._world(2)
+    batch = diagnose._world(2)
     images, captions = batch(4, torch.Generator().manual_seed(0))
     assert images.shape == (4, 3, 24, 24) and len(captions) == 4 and all(isinstance(c, str) and c for c in captions)

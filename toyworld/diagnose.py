@@ -23,35 +23,30 @@ import argparse
 import torch
 
 from . import world, world2
+from .evaluate import SamplingOptions, conditioning
 
 SIGMAS = (0.03, 0.3, 1.0, 3.0, 14.6)
 DENOISE = (0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 def _world(which: int):
-    """(module, training images -> (images (n, 3, R, R), captions))."""
+    """The world's training images: (n, generator) -> (images (n, 3, R, R), their captions)."""
     if which == 1:
         def batch(n, g):
             images, (ci, si, pi), _ = world.train_batch(n, g, noise_p=0.0)
             return images, [world.caption(*a) for a in zip(ci.tolist(), si.tolist(), pi.tolist())]
-        return world, batch
+        return batch
 
     def batch(n, g):
         b = world2.train_batch(n, g, noise_p=0.0, omit_p=0.0)
         return b["images"], b["captions"]
-    return world2, batch
-
-
-def _encode(clip, captions):
-    import nodes
-
-    return torch.cat([nodes.CLIPTextEncode().encode(clip, c)[0][0][0] for c in captions])
+    return batch
 
 
 def denoiser_errors(model, clip, images, captions, sigmas=SIGMAS, seed: int = 0) -> list[dict]:
     """Per sigma: x0 rmse of one denoiser call on the true images noised to sigma, and the mean std of the
     predictions across 4 noise draws of the same image (rgb units)."""
-    context = _encode(clip, captions)
+    context = conditioning(clip, captions, SamplingOptions())[0][0][0]
     x0 = world.rgb_to_latent(images)
     g = torch.Generator().manual_seed(seed)
     rows = []
@@ -74,8 +69,7 @@ def img2img_saturation(model, clip, images, captions, denoise=DENOISE, seed: int
 
     import nodes
 
-    positive = [[_encode(clip, captions), {}]]
-    negative = [[_encode(clip, [""] * len(captions)), {}]]
+    positive, negative = conditioning(clip, captions, SamplingOptions())
     old = comfy.utils.PROGRESS_BAR_ENABLED
     comfy.utils.PROGRESS_BAR_ENABLED = False
     rows = []
@@ -109,7 +103,7 @@ def main(argv=None):
         model, clip, _ = co.load_toy_world(*([a.unet] if a.unet else []))
     else:
         model, clip, _ = co.load_toy_world2(*([a.unet] if a.unet else []))
-    _, batch = _world(a.world)
+    batch = _world(a.world)
     images, captions = batch(a.images, torch.Generator().manual_seed(0))
     print(f"world {a.world}, {a.unet or 'shipped model'}, {a.images} training images")
     for r in denoiser_errors(model, clip, images, captions):
