@@ -20,6 +20,13 @@ log = logging.getLogger("ComfyUI-DICE")
 
 
 def family_of(model_patcher) -> str:
+    """The name of ComfyUI's model config class: the family. A config class from outside ComfyUI (a custom node's
+    or the toy world's variant, e.g. an SD1.5 config with v-prediction) is the family of the nearest ComfyUI class
+    it extends, since it runs the same architecture and text encoder. ComfyUI's own subclasses keep their own
+    names: WAN21_I2V extends WAN21_T2V, but is a different task."""
+    for cls in type(model_patcher.model.model_config).__mro__:
+        if cls.__module__.split(".")[0] == "comfy":
+            return cls.__name__
     return type(model_patcher.model.model_config).__name__
 
 

@@ -183,6 +183,10 @@ def test_v_prediction_base_model_trains_saves_and_loads_as_comfyui_v_prediction(
     assert meta["prediction"] == "v" and meta["objective"].startswith("v prediction")
     loaded, _, _ = co.load_toy_world2(unet_path=str(out))
     assert loaded.model.model_type == comfy.model_base.ModelType.V_PREDICTION
+    # DICE treats it as what it is, SD1.5's architecture and text encoder: the toy config extends ComfyUI's SD15
+    from dice_comfy.bridge import family_of
+
+    assert type(loaded.model.model_config).__name__ == "ToyVPredictionSD15" and family_of(loaded) == "SD15"
     # eps files (every file before the option) load as eps
     eps_path = _fresh_unet_file(str(tmp_path / "eps.safetensors"))
     assert "prediction" not in co.read_metadata(eps_path)
