@@ -68,6 +68,12 @@ class TrainConfig:
     # trajectory (or per sample, on real latents); guidance_scale is then its default, the reference. None:
     # one scale, guidance_scale, with the paper's architecture.
     guidance_range: tuple[float, float] | None = None
+    # Where a dial is trained on teacher trajectories, which scale each training sample's target uses:
+    # "trajectory", the one its trajectory was sampled at; "resampled", a fresh w from the range at every
+    # draw. CFG is linear in w, so a state's target at any w is its trajectory's target plus (w' - w) times
+    # its guidance gap x0(c) - x0(uc), kept with the state: many scales per state, at no extra teacher calls
+    # (one more latent per state in memory).
+    dial_targets: str = "trajectory"
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -82,6 +88,7 @@ class TrainConfig:
             "loss_space": ("eps", "x0"),
             "timestep": ("per_sample", "shared"),
             "data": ("trajectory", "noised"),
+            "dial_targets": ("trajectory", "resampled"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -185,6 +192,7 @@ class TrainingData:
     target: torch.Tensor | None = None
     step_of_sample: torch.Tensor | None = None  # which sampler step a trajectory state came from
     guidance: torch.Tensor | None = None  # the scale w of each state's trajectory, where a dial is trained
+    guidance_gap: torch.Tensor | None = None  # x0(c) - x0(uc) of each state, where dial targets are resampled
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -266,7 +274,8 @@ def teacher_trajectories(
     # The dial's scales come from their own stream, so the noise is the same with or without a dial.
     g_dial = torch.Generator().manual_seed(cfg.seed + 104729)
     idx_all = torch.arange(num_prompts).repeat_interleave(cfg.samples_per_prompt)
-    xs, ts, ids, targets, steps_of, finals, scales = [], [], [], [], [], [], []
+    xs, ts, ids, targets, steps_of, finals, scales, gaps = [], [], [], [], [], [], [], []
+    keep_gaps = cfg.guidance_range is not None and cfg.dial_targets == "resampled"
     chunks = idx_all.split(max(1, cfg.batch_size))
     mine = shard_range(len(chunks), *shard)
     total = len(mine) * (len(sigmas) - 1)
@@ -275,6 +284,7 @@ def teacher_trajectories(
         empty = torch.zeros((0, *latent_shape))
         xs, ts, ids, targets, steps_of = [empty], [torch.zeros(0)], [idx_all[:0]], [empty], [idx_all[:0]]
         finals, scales = [(empty, idx_all[:0])], [torch.zeros(0)]
+        gaps = [empty] if keep_gaps else []
     for k, idx in enumerate(chunks):
         noise = torch.randn((len(idx), *latent_shape), generator=g)
         w = draw_guidance(cfg, len(idx), g_dial)
@@ -295,6 +305,8 @@ def teacher_trajectories(
                 steps_of.append(torch.full((len(idx),), i))
                 if w is not None:
                     scales.append(w)
+                if keep_gaps:
+                    gaps.append((x0_c - x0_uc).to(x.dtype).cpu())
             d = (x - target) / append_dims(s, x.ndim)
             x = x + d * (sigmas[i + 1] - sigmas[i])
             done += 1
@@ -306,6 +318,7 @@ def teacher_trajectories(
     return TrainingData(
         x=torch.cat(xs), idx=torch.cat(ids), sigma=torch.cat(ts), target=torch.cat(targets), step_of_sample=torch.cat(steps_of),
         guidance=torch.cat(scales) if scales and cfg.guidance_range is not None else None,
+        guidance_gap=torch.cat(gaps) if gaps else None,
     )
 
 
@@ -356,7 +369,13 @@ def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step
         else:
             j = torch.randint(0, len(data), (n,), generator=g)
         guidance = data.guidance[j] if data.guidance is not None else None
-        return data.x[j], data.sigma[j], data.idx[j], data.target[j], guidance
+        target = data.target[j]
+        if data.guidance_gap is not None and cfg.dial_targets == "resampled":
+            # Drawn last, so the states are the same draws as with the trajectory's own scales.
+            fresh = draw_guidance(cfg, n, g)
+            target = target + append_dims(fresh - guidance, target.ndim) * data.guidance_gap[j]
+            guidance = fresh
+        return data.x[j], data.sigma[j], data.idx[j], target, guidance
     j = torch.randint(0, len(data), (n,), generator=g)
     x0 = data.x[j]
     count = 1 if cfg.timestep == "shared" else n

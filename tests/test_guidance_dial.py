@@ -121,6 +121,36 @@ def test_teacher_trajectories_guide_each_trajectory_with_its_own_scale():
     assert len(data.guidance.unique()) == 6
 
 
+
+def test_resampled_dial_targets_are_cfg_at_a_fresh_scale_for_the_same_states():
+    """dial_targets="resampled": each drawn state keeps its x and sigma, and gets a fresh w from the range with
+    CFG's target at that w, rebuilt from the stored guidance gap (no teacher call)."""
+    from dice_core.training import sample_batch
+
+    denoiser = tiny_models.LinearDenoiser()
+    base = dict(teacher_steps=3, samples_per_prompt=4, batch_size=3, seed=1, guidance_range=(2.0, 10.0))
+    per_trajectory = TrainConfig.from_recipe("dice-pack", **base)
+    resampled = TrainConfig.from_recipe("dice-pack", dial_targets="resampled", **base)
+    data = teacher_trajectories(denoiser, 3, (4, 4, 4), resampled)
+    assert teacher_trajectories(denoiser, 3, (4, 4, 4), per_trajectory).guidance_gap is None
+    x0_c, x0_uc = denoiser.teacher(data.x, data.sigma, data.idx)
+    torch.testing.assert_close(data.guidance_gap, x0_c - x0_uc, rtol=0, atol=0)
+    x, sigma, idx, target, w = sample_batch(denoiser, data, resampled, step=7)
+    x_traj, sigma_traj, idx_traj, _, w_traj = sample_batch(denoiser, data, per_trajectory, step=7)
+    assert torch.equal(x, x_traj) and torch.equal(sigma, sigma_traj) and torch.equal(idx, idx_traj)
+    assert bool(((w >= 2.0) & (w <= 10.0)).all()) and not torch.equal(w, w_traj)
+    c, uc = denoiser.teacher(x, sigma, idx)
+    want = uc + w.view(-1, 1, 1, 1) * (c - uc)
+    # target + (w - w_traj) * gap against uc + w * gap: a few roundings of terms no larger than these.
+    scale = (want.abs() + (w - w_traj).abs().view(-1, 1, 1, 1) * (c - uc).abs() + uc.abs()
+             + w.view(-1, 1, 1, 1) * (c - uc).abs())
+    assert bool(((target - want).abs() <= 4 * UNIT_ROUNDOFF * scale).all())
+
+
+def test_resampled_dial_targets_must_be_a_known_mode():
+    with pytest.raises(ValueError, match="dial_targets must be one of"):
+        TrainConfig.from_recipe(dial_targets="fresh").validate()
+
 # ---- DICE Refine Conditioning's guidance_scale ----------------------------------------------------------------
 
 def _bundle(dial: bool) -> RefinerBundle:
