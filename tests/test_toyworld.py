@@ -214,3 +214,25 @@ def test_sample_and_score_smoke(comfy_world):
     # a pair's noise does not depend on the other prompts in the batch
     r1 = sample_and_score(model, clip, prompts[1:], [1], cfg=2.0, sampling=SamplingOptions(steps=2))
     assert torch.allclose(r1["latents"][0], r["latents"][3], atol=1e-4)
+
+
+def test_sampling_keeps_every_timestep_range_entry_of_a_transform(comfy_world):
+    """A transform may split a prompt into CONDITIONING entries with start_percent/end_percent (one per timestep
+    range): batching keeps each entry, so the sampler uses the early one early and the late one late."""
+    from toyworld.evaluate import SamplingOptions, sample_and_score
+
+    co, (model, clip, vae) = comfy_world
+    prompts = world.HELD_OUT_CAPTIONS[:2]
+    options = SamplingOptions(steps=4)
+
+    def split(late):
+        return lambda cond: [[cond[0][0], {**cond[0][1], "start_percent": 0.0, "end_percent": 0.5}],
+                             [late(cond[0][0]), {**cond[0][1], "start_percent": 0.5, "end_percent": 1.0}]]
+
+    plain = sample_and_score(model, clip, prompts, [0], cfg=1.0, sampling=options)["latents"]
+    same = sample_and_score(model, clip, prompts, [0], cfg=1.0, sampling=options, positive_transform=split(lambda t: t))
+    # each step sees exactly one entry, holding the same tensor as the unsplit prompt: the same arithmetic
+    assert torch.equal(same["latents"], plain)
+    other = sample_and_score(model, clip, prompts, [0], cfg=1.0, sampling=options,
+                             positive_transform=split(lambda t: torch.zeros_like(t)))
+    assert (other["latents"] - plain).abs().max() > 0.05  # the late entry is the one used late

@@ -34,16 +34,23 @@ def _encoder(clip_or_cond_fn):
 
 
 def _batch_conditioning(conds):
-    """[CONDITIONING of batch 1, ...] -> one CONDITIONING whose tensor has batch len(conds).
-    Takes the first entry of each; pooled_output tensors are concatenated too."""
-    tensors = [c[0][0] for c in conds]
-    if len({tuple(t.shape[1:]) for t in tensors}) != 1:
-        raise ValueError("prompts encode to different token counts; cannot batch them")
-    extra = dict(conds[0][0][1])
-    pooled = [c[0][1].get("pooled_output") for c in conds]
-    if all(isinstance(p, torch.Tensor) for p in pooled):
-        extra["pooled_output"] = torch.cat(pooled, 0)
-    return [[torch.cat(tensors, 0), extra]]
+    """[CONDITIONING of batch 1, ...] -> one CONDITIONING whose tensors have batch len(conds). Entry j of the result
+    batches entry j of every prompt, keeping prompt 0's keys (start_percent/end_percent where a transform splits the
+    steps into timestep ranges), so every prompt needs the same entries; pooled_output tensors are concatenated too."""
+    counts = {len(c) for c in conds}
+    if len(counts) != 1:
+        raise ValueError(f"prompts have different numbers of CONDITIONING entries {sorted(counts)}; cannot batch them")
+    out = []
+    for j in range(counts.pop()):
+        tensors = [c[j][0] for c in conds]
+        if len({tuple(t.shape[1:]) for t in tensors}) != 1:
+            raise ValueError("prompts encode to different token counts; cannot batch them")
+        extra = dict(conds[0][j][1])
+        pooled = [c[j][1].get("pooled_output") for c in conds]
+        if all(isinstance(p, torch.Tensor) for p in pooled):
+            extra["pooled_output"] = torch.cat(pooled, 0)
+        out.append([torch.cat(tensors, 0), extra])
+    return out
 
 
 def conditioning(clip_or_cond_fn, prompts, sampling, positive_transform=None, negative=None):
