@@ -276,6 +276,40 @@ def _transfer(t: dict) -> list[str]:
     return lines
 
 
+def _ci(pair) -> str:
+    return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
+
+
+def _toyworld2(t: dict) -> list[str]:
+    """Toy world 2's table: one block per base model, then the sampler and step-count rows."""
+    if "skipped" in t:
+        return [f"Not measured: {t['skipped']}."]
+    v = t["validation"]
+    chosen = v["chosen"]
+    lines = [f"{_measured(t)} Strict analyser on unclamped images; KSampler euler 20 steps unless a row says otherwise. "
+             f"Refiners trained by DICE Train Refiner on {t['refiner_captions']} training captions x "
+             f"{t['samples_per_prompt']} teacher samples, cfg {t['teacher_w']:g}. Chosen on validation "
+             f"({t['validation_pairs']} pairs): **{chosen['candidate']} at strength {chosen['strength']:g}**, scaling "
+             f"c*{chosen['scale']:g}. Figures on the test split ({t['test_pairs']} pairs per method), with 95% bootstrap "
+             "intervals over captions.", ""]
+    for base in t["bases"]:
+        lines += [f"Base model {base['file']} (base seed {base['base_seed']}):", "",
+                  "| method | accuracy | 95% interval | binding | valid | Fréchet | diversity | saturation |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in base["methods"].items():
+            lines.append(f"| {name} | **{r['accuracy']:.3f}** | {_ci(r['accuracy_ci95'])} | {r['binding']:.3f} | {r['valid']:.3f} | "
+                         f"{r['frechet']:.3f} | {r['diversity']:.3f} | {r['saturation']:.4f} |")
+        lines += ["", "Recovery of CFG's gain per refiner seed: " + "; ".join(
+            f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])} (trained in {r['train_s']:.0f} s)"
+            for k, r in base["recovery"].items()), ""]
+        lines += ["| sampler | steps | cfg 1 | cfg w | DICE (seed 0) | recovery |", "|---|---|---|---|---|---|"]
+        for r in base["settings_rows"]:
+            lines.append(f"| {r['sampler']} | {r['steps']} | {r['cfg1']['accuracy']:.3f} | {r['cfg_w']['accuracy']:.3f} | "
+                         f"{r['DICE']['accuracy']:.3f} | {r['recovery']:.2f} |")
+        lines.append("")
+    return lines
+
+
 def _controls(section: dict) -> list[str]:
     lines = []
     if "negatives" in section:
@@ -294,6 +328,9 @@ def write_benchmarks_md(results: dict, path: str) -> None:
     for key, section in results.items():
         lines += [f"## {key.upper() if key == 'cpu' else key}: {_machine(section.get('machine', {}))}", "",
                   f"Measured {section.get('date', '?')}.", ""]
+        if "toyworld2" in section:
+            lines += ["### DICE in toy world 2: binding, Fréchet distance, diversity (benchmarks/toyworld2_table.py)", ""]
+            lines += _toyworld2(section["toyworld2"]) + [""]
         if "toyworld" in section:
             lines += ["### DICE in the toy world (the paper's table, measured exactly)", "",
                       "![cfg=1 | cfg=5 | DICE](docs/toyworld_grid.png)", "", toyworld_table.markdown(section["toyworld"]), ""]

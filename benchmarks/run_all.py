@@ -3,6 +3,7 @@
   python -m benchmarks.run_all                 # everything (over three hours on one thread of a 2-core CPU)
   python -m benchmarks.run_all --only toyworld sampling
   python -m benchmarks.run_all --only padding      # T5 padding study, about 3 minutes
+  python -m benchmarks.run_all --only toyworld2    # toy world 2's table on the shipped world-2 base models
   python -m benchmarks.run_all --only controls --controls negatives   # one of the controls studies
 GPU figures come from benchmarks/run_gpu.py on a lent card; its JSON-lines output is kept under
 benchmarks/gpu_runs/ and merged into the same files, keyed by card:
@@ -83,6 +84,17 @@ def padding(device: str) -> dict:
     return {**{k: v for k, v in result.items() if k != "rows"}, "date": datetime.date.today().isoformat()}
 
 
+def toyworld2() -> dict:
+    """Toy world 2's table (issue 13, benchmarks/toyworld2_table.py) on the shipped world-2 base models; it trains
+    only refiners. Its own date and machine, so that `--only toyworld2` leaves the section's as they are."""
+    from benchmarks import toyworld2_table
+    from toyworld import comfy_objects
+
+    if not comfy_objects.world2_base_paths():
+        return {"skipped": "no world-2 base model is shipped (toyworld/README.md, world 2)"}
+    return {**toyworld2_table.main([]), "machine": common.machine(), "date": datetime.date.today().isoformat()}
+
+
 CONTROL_STUDIES = ("negatives", "dial", "transfer")
 
 
@@ -123,7 +135,8 @@ def merge_gpu(files: list[str], results: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", nargs="+", choices=["toyworld", "sampling", "training", "cost_curve", "padding", "controls"],
+    ap.add_argument("--only", nargs="+", choices=["toyworld", "toyworld2", "sampling", "training", "cost_curve", "padding",
+                                               "controls"],
                     default=None)
     ap.add_argument("--controls", nargs="+", choices=CONTROL_STUDIES, default=list(CONTROL_STUDIES),
                     help="with controls: which of its studies to rerun (the others keep their recorded figures)")
@@ -141,14 +154,16 @@ def main() -> None:
         return
     key = "cpu" if a.device == "cpu" else f"gpu:{common.machine().get('gpu', a.device)}"
     section = results.setdefault(key, {})
-    if not set(a.only or []) <= {"padding", "controls"}:  # these carry their own machine and date; the section's stay
+    if not set(a.only or []) <= {"padding", "controls", "toyworld2"}:  # these carry their own machine and date; the section's stay
         section["machine"] = common.machine()
         section["date"] = datetime.date.today().isoformat()
-    todo = a.only or ["sampling", "training", "cost_curve", "padding", "controls", "toyworld"]
+    todo = a.only or ["toyworld2", "sampling", "training", "cost_curve", "padding", "controls", "toyworld"]
     for name in todo:
         print(f"== {name}", flush=True)
         if name == "toyworld":
             section["toyworld"] = toyworld(a.quick_toyworld)
+        elif name == "toyworld2":
+            section["toyworld2"] = toyworld2()
         elif name == "controls":
             section["controls"] = controls(section.get("controls"), a.controls)
         else:

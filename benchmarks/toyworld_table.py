@@ -44,6 +44,7 @@ class NodeSettings:
     loss: str = "auto"
     negative_prompts: str = ""  # negative-aware training: one per line; "" is the paper's way
     guidance_range: tuple[float, float] = (0.0, 0.0)  # the dial's range of w; (0, 0): one scale, the paper's refiner
+    image_px: int = 128  # the teacher's image size: world 1's 16x16 latent; world 2's 24x24 is 192
 
 
 @contextlib.contextmanager
@@ -83,12 +84,17 @@ def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSett
         out = node.execute(
             model, clip=clip, prompts="\n".join(captions), prompts_file="(none)", steps=settings.steps,
             batch_size=settings.batch_size, guidance_scale=5.0, recipe=settings.recipe, learning_rate=settings.lr,
-            loss=settings.loss, seed=settings.seed, width=128, height=128, samples_per_prompt=settings.samples_per_prompt,
+            loss=settings.loss, seed=settings.seed, width=settings.image_px, height=settings.image_px, samples_per_prompt=settings.samples_per_prompt,
             teacher_steps=20, save_every=0, filename_prefix="toyworld_bench", gradient_checkpointing=False, autocast="none",
             negative_prompts=settings.negative_prompts, guidance_range_min=settings.guidance_range[0],
             guidance_range_max=settings.guidance_range[1],
         )
     return out.args[0], out.args[1], time.time() - t0
+
+
+def scale_conditioning(s: float):
+    """The paper's scaling baseline as a CONDITIONING transform: every prompt embedding times s."""
+    return lambda cond: [[t * s, dict(d)] for t, d in cond]
 
 
 def token_groups_for(caption: str) -> list[str]:
@@ -172,9 +178,6 @@ def main(argv=None) -> dict:
               f"nfe {rows[name]['nfe']:.0f} {rows[name]['ms_per_image']:.1f} ms/img", flush=True)
         return r
 
-    def scaled(s):
-        return lambda cond: [[t * s, dict(d)] for t, d in cond]
-
     print(f"evaluating {len(prompts)} held-out prompts x {len(eval_seeds)} seeds = {len(prompts) * len(eval_seeds)} pairs",
           flush=True)
     sweep_seeds = eval_seeds[: a.sweep_seeds]
@@ -185,10 +188,10 @@ def main(argv=None) -> dict:
         # The paper's scaling baseline: pick s on a few seeds, then evaluate the best on all pairs.
         sweep = {}
         for s in a.scales:
-            sweep[s] = sample_and_score(model, clip, prompts, sweep_seeds, 1.0, positive_transform=scaled(s))["all"]
+            sweep[s] = sample_and_score(model, clip, prompts, sweep_seeds, 1.0, positive_transform=scale_conditioning(s))["all"]
         best_scale = max(sweep, key=sweep.get)
         print(f"  scaling sweep on {len(sweep_seeds)} seeds: " + ", ".join(f"c*{k}: {v:.3f}" for k, v in sweep.items()))
-        run(f"scaling c*{best_scale} (best)", 1.0, transform=scaled(best_scale), note="s from a sweep")
+        run(f"scaling c*{best_scale} (best)", 1.0, transform=scale_conditioning(best_scale), note="s from a sweep")
 
     refiners = {}
     for seed in refiner_seeds:

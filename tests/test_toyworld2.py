@@ -177,6 +177,18 @@ def test_no_held_out_scene_in_training_images_or_captions():
         assert not world2.names_held_out(world2.caption_targets(batch["captions"])).any()
 
 
+def test_refiner_captions_are_distinct_seeded_training_captions():
+    captions = world2.refiner_captions(128, seed=0)
+    assert len(captions) == len(set(captions)) == 128
+    assert captions == world2.refiner_captions(128, seed=0) and captions != world2.refiner_captions(128, seed=1)
+    specs = world2.caption_targets(captions)
+    assert not world2.names_held_out(specs).any()
+    held_out_text = set(world2.VALIDATION_CAPTIONS) | set(world2.TEST_CAPTIONS)
+    assert not held_out_text & set(captions)
+    # phrasings vary, and some colours are left for the teacher to choose
+    assert len({len(c.split()) for c in captions}) >= 5
+    assert 0 < float((specs[:, [0, 3]] == world2.UNSPECIFIED).float().mean()) < 0.5
+
 def test_validation_and_test_split_the_held_out_set():
     val, test = _tuples(world2.VALIDATION_SCENES), _tuples(world2.TEST_SCENES)
     assert not (val & test) and val | test == _tuples(world2.HELD_OUT_SCENES)

@@ -49,6 +49,13 @@ TEXT_ENCODER_PATH = os.path.join(WEIGHTS_DIR, "text_encoder.safetensors")
 WORLD2_WEIGHTS_DIR = os.path.join(WEIGHTS_DIR, "world2")
 WORLD2_UNET_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "base_unet.safetensors")
 WORLD2_TEXT_ENCODER_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "text_encoder.safetensors")
+# World 2's headline uses two base models trained alike but for their seed: base seed 0 is WORLD2_UNET_PATH.
+WORLD2_UNET_SEED1_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "base_unet_seed1.safetensors")
+
+
+def world2_base_paths() -> list[str]:
+    """The shipped world-2 base models, base seed 0 first; those not shipped yet are left out."""
+    return [p for p in (WORLD2_UNET_PATH, WORLD2_UNET_SEED1_PATH) if os.path.exists(p)]
 # The toy style LoRA (toyworld/train_lora.py). LORA_ROOT is a "loras" path once register_toy_lora_folder has run,
 # so ComfyUI's LoRA loaders list the file as LORA_NAME: one entry, named for the pack.
 LORA_ROOT = os.path.join(WEIGHTS_DIR, "loras")

@@ -27,8 +27,9 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     """One image per (prompt, seed) with nodes.common_ksampler at world 2's 24x24 latent, analysed strictly.
     Returns rates over all pairs of METRICS (correct is the accuracy; binding, valid as world2.score defines
     them), "saturation" (mean share of pixels out of range, before clamping), "rejected" (count per
-    world2.REJECT_REASONS), "n", "seconds", and "latents" (n * len(seeds), 4, 24, 24), row i * len(seeds) + j
-    for (prompts[i], seeds[j])."""
+    world2.REJECT_REASONS), "n", "seconds", "latents" (n * len(seeds), 4, 24, 24), row i * len(seeds) + j
+    for (prompts[i], seeds[j]), and "analysis" and "scores", world2.analyse's and world2.score's per-image
+    results in the same order."""
     sampling = sampling or SamplingOptions()
     prompts, seeds = list(prompts), list(seeds)
     specs = world2.caption_targets(prompts).repeat_interleave(len(seeds), 0)
@@ -40,7 +41,7 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     return {**{k: scores[k].float().mean().item() for k in METRICS},
             "saturation": analysis["saturation"].mean().item(),
             "rejected": {name: int(c) for name, c in zip(world2.REJECT_REASONS, reasons) if name != "ok"},
-            "n": len(specs), "seconds": seconds, "latents": latents}
+            "n": len(specs), "seconds": seconds, "latents": latents, "analysis": analysis, "scores": scores}
 
 
 def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None = None) -> list[dict]:

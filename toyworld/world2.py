@@ -455,6 +455,23 @@ def train_batch(n: int, generator: torch.Generator | None = None, noise_p: float
     return {"images": images, "scenes": scenes, "specs": specs, "captions": captions, "tokens": tokenize_batch(captions)}
 
 
+
+def refiner_captions(n: int, seed: int = 0, omit_p: float = 0.2) -> list[str]:
+    """n distinct captions of training scenes for a DICE refiner's prompt list, seeded: random phrasing and
+    subject order, colours omitted with omit_p as in base training, and no caption noise (the teacher
+    follows whatever a caption says, so noise would only teach the refiner wrong captions). Never a held-out
+    scene, so validation and test captions stay unseen by the refiner too."""
+    g = torch.Generator().manual_seed(seed)
+    out: list[str] = []
+    while len(out) < n:
+        scenes = sample_train_scenes(n, g)
+        specs = omit_colours(specs_from_scenes(scenes, torch.rand(n, generator=g) < 0.5), omit_p, g)
+        for spec in specs:
+            text = caption(spec, random_phrasing(g))
+            if text not in out and len(out) < n:
+                out.append(text)
+    return out
+
 # ---------------------------------------------------------------- the latent map: world.py's, unchanged
 LATENT_CHANNELS = world.LATENT_CHANNELS
 LATENT_MAP = world.LATENT_MAP
