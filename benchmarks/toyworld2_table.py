@@ -26,6 +26,9 @@ import time
 
 import torch
 
+from benchmarks.dial_study import bootstrap_recovery
+from benchmarks.negative_study import bootstrap_mean
+
 TEACHER_W = 5.0
 STRENGTHS = (1.0, 1.25, 1.5)
 SCALES = (1.5, 2.0, 3.0)
@@ -37,24 +40,6 @@ SETTINGS_ROWS = (("dpmpp_2m", 20), ("euler", 10), ("euler", 30))
 REFINER_CAPTIONS = 128  # world2.refiner_captions: training scenes only, random phrasing
 SAMPLES_PER_PROMPT = 4
 IMAGE_PX = 192  # world 2's 24x24 latent
-
-
-def bootstrap_mean(per_caption: torch.Tensor, draws: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of the mean, resampling captions: per_caption is (captions,) of per-caption means."""
-    g = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(per_caption), (draws, len(per_caption)), generator=g)
-    means = per_caption.double()[picks].mean(1)
-    return float(means.quantile(0.025)), float(means.quantile(0.975))
-
-
-def bootstrap_recovery(dice: torch.Tensor, cfg1: torch.Tensor, cfg_w: torch.Tensor, draws: int = 4000,
-                       seed: int = 0) -> tuple[float, float]:
-    """95% interval of recovery, resampling captions; each argument is (captions,) of per-caption accuracy."""
-    g = torch.Generator().manual_seed(seed)
-    picks = torch.randint(len(dice), (draws, len(dice)), generator=g)
-    d, one, w = (t.double()[picks].mean(1) for t in (dice, cfg1, cfg_w))
-    ratio = (d - one) / (w - one).clamp_min(1e-6)
-    return float(ratio.quantile(0.025)), float(ratio.quantile(0.975))
 
 
 def recovery(dice: float, cfg1: float, cfg_w: float) -> float:
@@ -83,21 +68,21 @@ class Sampler:
         with torch.inference_mode():
             r = sample_and_score2(self.model, self.clip, self.captions, self.seeds, cfg, options, positive_transform=transform)
         analysis, scores = r["analysis"], r["scores"]
-        per_caption = {k: scores[k].float().view(len(self.captions), len(self.seeds)).mean(1) for k in ("correct", "binding")}
+        correct = scores["correct"].view(len(self.captions), len(self.seeds))  # (captions, seeds)
         params = world2.object_parameters(analysis)
         groups = torch.arange(len(self.captions)).repeat_interleave(len(self.seeds))[analysis["valid"]]
         enough = len(params) >= 2
         return {
-            "accuracy": r["correct"], "accuracy_ci95": bootstrap_mean(per_caption["correct"]), "binding": r["binding"],
+            "accuracy": r["correct"], "accuracy_ci95": bootstrap_mean(correct.float().mean(1)), "binding": r["binding"],
             "valid": r["valid"], "saturation": r["saturation"], "rejected": r["rejected"], "n": r["n"],
             "frechet": world2.frechet_distance(params, self.truth_params) if enough else float("nan"),
             "diversity": world2.diversity(params, groups) if enough and bool((groups.bincount() >= 2).any()) else float("nan"),
-            "seconds": r["seconds"], "per_caption_accuracy": per_caption["correct"],
+            "seconds": r["seconds"], "correct": correct,
         }
 
 
 def public(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k != "per_caption_accuracy"}
+    return {k: v for k, v in row.items() if k != "correct"}
 
 
 def refine_with(refine_node, bundle, strength: float):
@@ -173,8 +158,7 @@ def main(argv=None) -> dict:
         one, teacher = methods["cfg1"], methods[f"cfg{TEACHER_W:g}"]
         base["recovery"] = {
             str(seed): {"recovery": recovery(methods[f"DICE seed {seed}"]["accuracy"], one["accuracy"], teacher["accuracy"]),
-                        "ci95": bootstrap_recovery(methods[f"DICE seed {seed}"]["per_caption_accuracy"],
-                                                   one["per_caption_accuracy"], teacher["per_caption_accuracy"]),
+                        "ci95": bootstrap_recovery(methods[f"DICE seed {seed}"]["correct"], one["correct"], teacher["correct"]),
                         "train_s": train_s[seed]}
             for seed in a.refiner_seeds}
         base["methods"] = {name: public(row) for name, row in methods.items()}
