@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--guidance-range", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.0),
                    help="train a dial refiner for every CFG scale in [MIN, MAX], for DICE Refine Conditioning's "
                    "guidance_scale (default: one scale, the paper's refiner)")
+    t.add_argument("--dial-targets", choices=("trajectory", "resampled"), default=None,
+                   help="a dial's training targets: CFG at each teacher trajectory's own w, or at a fresh w per draw "
+                   "rebuilt from the state's stored guidance gap (default: the pack's, see README)")
     t.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                    help="dice-pack: teacher trajectories, x0 loss, lr 3e-3 cosine (this pack's measured best); "
                    "paper: noised latents, eps loss, lr 2e-4 (Zhou et al.)")
@@ -365,7 +368,8 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
                                       guidance_scale=args.guidance_scale, seed=args.seed, save_every=args.save_every,
                                       samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps,
                                       negative_prompts=negative_texts,
-                                      guidance_range=guidance_range(*args.guidance_range))
+                                      guidance_range=guidance_range(*args.guidance_range),
+                                      **({"dial_targets": args.dial_targets} if args.dial_targets else {}))
         cfg.validate()
     except ValueError as e:
         raise CliError(str(e)) from None

@@ -281,7 +281,7 @@ def test_toyworld_checkpoint_trains_from_images(tmp_path):
 
 
 def test_the_cli_trains_a_negative_aware_dial_refiner(tmp_path):
-    """--negative-prompts and --guidance-range reach the file as the node's inputs do."""
+    """--negative-prompts, --guidance-range and --dial-targets reach the file as the node's inputs do."""
     from dice_testkit import harness
 
     harness.setup_comfy()
@@ -290,13 +290,14 @@ def test_the_cli_trains_a_negative_aware_dial_refiner(tmp_path):
     negatives.write_text("green\n# skipped\nyellow\n")
     run = tmp_path / "run"
     code = cli.main(["train", "--checkpoint", "toyworld", "--prompts", str(prompts), "--negative-prompts", str(negatives),
-                     "--guidance-range", "2", "10", "--run-dir", str(run), "--steps", "2", "--batch-size", "2",
+                     "--guidance-range", "2", "10", "--dial-targets", "resampled", "--run-dir", str(run), "--steps", "2",
+                     "--batch-size", "2",
                      "--samples-per-prompt", "1", "--teacher-steps", "2", "--width", "128", "--height", "128", "--cpu",
                      "--no-progress"])
     assert code == 0
     bundle = load_refiner(str(run / "refiner.safetensors"))
     assert bundle.recipe["negative_prompts"] == ["green", "yellow"] and bundle.guidance_range == (2.0, 10.0)
-    assert bundle.module.guidance_reference == 5.0
+    assert bundle.module.guidance_reference == 5.0 and bundle.recipe["dial_targets"] == "resampled"
 
 
 def test_a_real_checkpoint_file_loads_with_comfyuis_loader_and_trains(tiny_checkpoint, tmp_path):
