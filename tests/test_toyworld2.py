@@ -189,6 +189,14 @@ def test_refiner_captions_are_distinct_seeded_training_captions():
     assert len({len(c.split()) for c in captions}) >= 5
     assert 0 < float((specs[:, [0, 3]] == world2.UNSPECIFIED).float().mean()) < 0.5
 
+def test_training_check_captions_are_training_scenes_in_both_phrasings():
+    captions = world2.training_check_captions()
+    assert len(captions) == len(world2.VALIDATION_CAPTIONS) and captions == world2.training_check_captions()
+    specs = world2.caption_targets(captions)
+    assert not world2.names_held_out(specs).any() and not (specs == world2.UNSPECIFIED).any()
+    scenes = world2.scenes_from_specs(specs)
+    assert torch.equal(scenes[0::2], scenes[1::2])  # each scene twice: subject first, then second
+
 def test_validation_and_test_split_the_held_out_set():
     val, test = _tuples(world2.VALIDATION_SCENES), _tuples(world2.TEST_SCENES)
     assert not (val & test) and val | test == _tuples(world2.HELD_OUT_SCENES)

@@ -5,6 +5,7 @@ this module offers no way to pick them: choices (snapshot, recipe, steps) are ma
 Pairs are evaluate.py's: (prompt, seed) starts from the noise a batch-1 KSampler draws with that seed.
 
     python -m toyworld.evaluate2 --unet FILE --seeds 4 --cfg 1 3 5 --threads 1 [--record]
+    python -m toyworld.evaluate2 --unet FILE --seeds 2 --cfg 1 5 --captions training   # does it fit training scenes?
 
 --record writes the table into FILE's metadata ("evaluation", "evaluation_command"), tensors unchanged.
 """
@@ -44,11 +45,16 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
             "n": len(specs), "seconds": seconds, "latents": latents, "analysis": analysis, "scores": scores}
 
 
-def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None = None) -> list[dict]:
-    """sample_and_score2 on world2.VALIDATION_CAPTIONS for each cfg; rows without latents, rounded to 4 places."""
+CAPTION_SETS = {"validation": lambda: world2.VALIDATION_CAPTIONS, "training": world2.training_check_captions}
+
+
+def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None = None,
+                     captions: str = "validation") -> list[dict]:
+    """sample_and_score2 on world2.VALIDATION_CAPTIONS (or captions="training": world2.training_check_captions) for
+    each cfg; rows without latents, rounded to 4 places."""
     rows = []
     for cfg in cfgs:
-        r = sample_and_score2(model, clip, world2.VALIDATION_CAPTIONS, seeds, cfg, sampling)
+        r = sample_and_score2(model, clip, CAPTION_SETS[captions](), seeds, cfg, sampling)
         rows.append({"cfg": float(cfg), **{k: round(r[k], 4) for k in (*METRICS, "saturation")},
                      "rejected": r["rejected"], "n": r["n"], "seconds": round(r["seconds"], 1)})
     return rows
@@ -72,16 +78,16 @@ def record_evaluation(path: str, rows: list[dict], command: str) -> None:
     save_file(load_file(path), path, metadata=meta)
 
 
-def evaluate_file(unet_path: str, text_encoder_path: str, seeds, cfgs) -> list[dict]:
-    """The validation table of a world-2 base_unet file, printed as it goes."""
+def evaluate_file(unet_path: str, text_encoder_path: str, seeds, cfgs, captions: str = "validation") -> list[dict]:
+    """The validation table of a world-2 base_unet file (or the training-scene check's), printed as it goes."""
     from . import comfy_objects as co
 
     model, clip, _ = co.load_toy_world(unet_path, text_encoder_path)
-    print(f"{unet_path}: {len(world2.VALIDATION_CAPTIONS)} validation captions x seeds {list(seeds)}, euler 20 steps",
+    print(f"{unet_path}: {len(CAPTION_SETS[captions]())} {captions} captions x seeds {list(seeds)}, euler 20 steps",
           flush=True)
     rows = []
     for cfg in cfgs:
-        rows += validation_table(model, clip, seeds, [cfg])
+        rows += validation_table(model, clip, seeds, [cfg], captions=captions)
         print(format_row(rows[-1]), flush=True)
     return rows
 
@@ -97,14 +103,19 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, default=4, help="seeds 0..N-1 per validation caption")
     p.add_argument("--cfg", type=float, nargs="+", default=[1.0, 3.0, 5.0])
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--record", action="store_true", help="write the table into the file's metadata")
+    p.add_argument("--record", action="store_true", help="write the table into the file's metadata (validation only)")
+    p.add_argument("--captions", choices=sorted(CAPTION_SETS), default="validation",
+                   help="validation: world2.VALIDATION_CAPTIONS; training: world2.training_check_captions, training "
+                   "scenes, to tell fitting from generalising")
     a = p.parse_args(argv)
+    if a.record and a.captions != "validation":
+        p.error("--record writes the validation table only")
     setup_comfy(pytorch_attention=True)
     torch.set_num_threads(a.threads)
     from . import comfy_objects as co
 
     unet = a.unet or co.WORLD2_UNET_PATH
-    rows = evaluate_file(unet, a.text_encoder or co.WORLD2_TEXT_ENCODER_PATH, range(a.seeds), a.cfg)
+    rows = evaluate_file(unet, a.text_encoder or co.WORLD2_TEXT_ENCODER_PATH, range(a.seeds), a.cfg, a.captions)
     if a.record:
         record_evaluation(unet, rows, "python -m toyworld.evaluate2 " + shlex.join(sys.argv[1:] if argv is None else argv))
         print(f"recorded in {unet}")

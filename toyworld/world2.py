@@ -472,6 +472,13 @@ def refiner_captions(n: int, seed: int = 0, omit_p: float = 0.2) -> list[str]:
                 out.append(text)
     return out
 
+
+def training_check_captions(n_scenes: int = 51, seed: int = 7) -> list[str]:
+    """Both plain phrasings of n_scenes training scenes, seeded, as many as each held-out split has: whether a base
+    model follows captions it was trained on, apart from whether it generalises to held-out ones."""
+    picks = torch.randperm(len(TRAIN_SCENES), generator=torch.Generator().manual_seed(seed))[:n_scenes]
+    return _both_phrasings(TRAIN_SCENES[picks])
+
 # ---------------------------------------------------------------- the latent map: world.py's, unchanged
 LATENT_CHANNELS = world.LATENT_CHANNELS
 LATENT_MAP = world.LATENT_MAP
