@@ -57,6 +57,14 @@ def build_full(family: str, dtype=torch.float32, seed: int = 0, device: str = "c
     return tiny_models.as_patcher(model)
 
 
+def write_json(result: dict, path: str | None) -> dict:
+    """A study's --json output: the result written to path when one is given, and returned either way."""
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=1)
+    return result
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from benchmarks import common
+
 GUIDANCE_SCALES = (3.0, 5.0, 7.0, 9.0)
 # Dial refiners to choose from on validation: "steps:low-high:samples", the node's steps, guidance_range_min/max
 # and samples_per_prompt. The 1500-step, 2-10 refiner fell short at w = 9 (0.82, stop 22): 9 sits near that
@@ -162,10 +164,7 @@ def main(argv=None) -> dict:
         "dial_accuracy": {split: {k: accuracy(split, k) for k in runs[split] if k.startswith("dial")} for split in seeds},
         "rows": rows, "goal": "recovery >= 0.85 at every w, with its 95% interval",
     }
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return common.write_json(result, a.json)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ import time
 
 import torch
 
+from benchmarks import common
+
 TEACHER_W = 5.0
 
 
@@ -220,10 +222,7 @@ def main(argv=None) -> dict:
         "train_steps": a.steps, "seconds": time.time() - t0,
     }
     print(json.dumps({"goals": goals}), flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return common.write_json(result, a.json)
 
 
 if __name__ == "__main__":

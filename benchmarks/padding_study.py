@@ -137,10 +137,7 @@ def main(argv=None) -> dict:
               "validation": validation, "chosen_on_validation": choice, "test": summary("test"), "rows": rows,
               "machine": common.machine(), "comfyui": harness.comfyui_version()}
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1))
-    if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return common.write_json(result, a.json)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from benchmarks import common
 from benchmarks.dial_study import bootstrap_recovery
 from benchmarks.negative_study import bootstrap_mean
 
@@ -174,10 +175,7 @@ def main(argv=None) -> dict:
         base["settings_rows"] = settings_rows
         result["bases"].append(base)
     result["seconds"] = time.time() - t0
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return common.write_json(result, a.json)
 
 
 if __name__ == "__main__":

@@ -141,10 +141,7 @@ def main(argv=None) -> dict:
     }
     print(json.dumps({k: result[k] for k in ("on_lora", "on_lora_recovery", "on_base", "on_base_recovery")}, indent=1),
           flush=True)
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return result
+    return common.write_json(result, a.json)
 
 
 if __name__ == "__main__":
