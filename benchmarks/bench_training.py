@@ -160,7 +160,7 @@ def reference_loop(a, patcher, inputs: ReferenceInputs, stamp) -> None:
                              width=a.res, height=a.res).to(device, dtype)
     stamp()
     for step in range(cfg.steps):
-        x, sigma, idx, target, _ = sample_batch(denoiser, data, cfg, step)
+        x, sigma, idx, target, _, _ = sample_batch(denoiser, data, cfg, step)
         x, sigma, target = x.to(device), sigma.to(device), target.to(device)
         c = refine(module, bank_c[idx.to(device)], uc_dev, 1.0, bundle.keep_rule)
         s = append_dims(sigma, x.ndim)

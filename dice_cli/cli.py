@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "per draw, rebuilt from the state's stored guidance gap at no extra teacher calls. In the toy world "
                    "(dial 2-10, 1500 steps, validation seeds) resampled came closer to CFG at w = 7 and 9 but not at "
                    "w = 3, so it is not the default")
+    t.add_argument("--timestep-stages", default="", metavar="EDGES",
+                   help="timestep-aware refinement: comma-separated sampling percents where the next stage's refiner "
+                   "takes over, e.g. '0.08, 0.24, 0.5' for four stages (as DICE Train Refiner's timestep_stages); each "
+                   "step trains every stage on a batch, so it costs the stage count times as much. Default: one refiner")
     t.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
                    help="dice-pack: teacher trajectories, x0 loss, lr 3e-3 cosine (this pack's measured best); "
                    "paper: noised latents, eps loss, lr 2e-4 (Zhou et al.)")
@@ -350,7 +354,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
         raise CliError(str(e)) from None
     from dice_comfy import bridge, session
     from dice_core.fileformat import save_refiner
-    from dice_core.training import AUTOCAST_DTYPES, TrainConfig, TrainingEvents, guidance_range
+    from dice_core.training import AUTOCAST_DTYPES, TrainConfig, TrainingEvents, guidance_range, parse_stage_edges
 
     resume, resume_path = ctx.on_main(lambda: _decide_resume(args, run_dir))
     t0 = time.monotonic()
@@ -371,6 +375,7 @@ def train(args: argparse.Namespace, ctx: distributed.Context, state: dict) -> No
                                       samples_per_prompt=args.samples_per_prompt, teacher_steps=args.teacher_steps,
                                       negative_prompts=negative_texts,
                                       guidance_range=guidance_range(*args.guidance_range),
+                                      timestep_stages=parse_stage_edges(args.timestep_stages),
                                       **({"dial_targets": args.dial_targets} if args.dial_targets else {}))
         cfg.validate()
     except ValueError as e:

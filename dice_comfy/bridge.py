@@ -196,6 +196,9 @@ class ComfyDenoiser:
         u = torch.rand(n, generator=generator)
         return torch.tensor([float(self.ms.percent_to_sigma(float(p))) for p in u])
 
+    def sigma_at_percent(self, percent: float) -> float:
+        return float(self.ms.percent_to_sigma(float(percent)))
+
     def noise_latent(self, x0, noise, sigma):
         return self.ms.noise_scaling(append_dims(sigma, x0.ndim).to(x0), noise, x0)
 

@@ -121,7 +121,9 @@ DIAL_WARNING = (
 def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0, model=None,
                         guidance_scale: float = 0.0) -> list:
     """A new CONDITIONING list: each entry is the input entry with its tensor refined. The dict is a shallow
-    copy with exactly the same keys and values (nothing added, so no hooks reach the sampler)."""
+    copy with exactly the same keys and values (nothing added, so no hooks reach the sampler). A timestep-aware
+    refiner makes one such entry per stage, which adds only the start_percent and end_percent that ComfyUI's own
+    ConditioningSetTimestepRange sets."""
     check_refiner_fits(refiner, model)
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
@@ -133,8 +135,27 @@ def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strengt
     guidance, alpha = dial(refiner, guidance_scale, strength)
     out = []
     for tensor, extras in positive:
-        out.append([refiner.refine(tensor, uc, alpha, guidance), extras.copy()])
+        if refiner.module.stage_count == 1:
+            out.append([refiner.refine(tensor, uc, alpha, guidance), extras.copy()])
+            continue
+        for stage, (start, end) in stage_entry_ranges(refiner, extras):
+            out.append([refiner.refine(tensor, uc, alpha, guidance, stage), {**extras, "start_percent": start,
+                                                                             "end_percent": end}])
     return out
+
+
+def stage_entry_ranges(refiner: RefinerBundle, extras: dict) -> list[tuple[int, tuple[float, float]]]:
+    """(stage, (start_percent, end_percent)) of the entries a timestep-aware refiner makes of one input entry: each
+    stage's range, within the range the entry already had (ConditioningSetTimestepRange's keys), so a prompt
+    scheduled for part of the sampling stays scheduled there. Stages outside it make no entry. Exactly one entry
+    applies at each step, as the stages' ranges meet end to start, so sampling stays one model pass per step."""
+    own = (float(extras.get("start_percent", 0.0)), float(extras.get("end_percent", 1.0)))
+    ranges = []
+    for stage, (start, end) in enumerate(refiner.stage_ranges):
+        start, end = max(start, own[0]), min(end, own[1])
+        if start < end:
+            ranges.append((stage, (start, end)))
+    return ranges
 
 
 def training_prompt_entries(clip, texts: list[str], conditioning=None) -> list[list]:

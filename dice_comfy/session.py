@@ -81,12 +81,12 @@ def latent_shape(model_patcher, width: int, height: int, frames: int = 1) -> tup
 
 
 def new_bundle(embed_dim: int, seed: int, info: FamilyInfo, uc: torch.Tensor, fingerprint: str,
-               guidance_reference: float | None = None) -> RefinerBundle:
+               guidance_reference: float | None = None, stage_edges: tuple[float, ...] = ()) -> RefinerBundle:
     """A freshly initialised refiner (seeded) for this family, with the uc it was trained against; a dial
-    refiner if guidance_reference is given."""
+    refiner if guidance_reference is given, a timestep-aware one if stage_edges are."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = Refiner(embed_dim, guidance_reference=guidance_reference)
+        module = Refiner(embed_dim, guidance_reference=guidance_reference, stage_edges=stage_edges)
     return RefinerBundle(
         module=module,
         family=info.name,
@@ -153,8 +153,14 @@ def _starting_bundle(model_patcher, info: FamilyInfo, embed_dim: int, uc: torch.
                      resume: RefinerBundle | None) -> RefinerBundle:
     """The refiner to resume, after checking it fits this model, or a new one."""
     if resume is None:
-        return new_bundle(embed_dim, cfg.seed, info, uc, model_fingerprint(model_patcher), cfg.guidance_reference())
+        return new_bundle(embed_dim, cfg.seed, info, uc, model_fingerprint(model_patcher), cfg.guidance_reference(),
+                          tuple(cfg.timestep_stages))
     check_same_family(resume.family, info.name)
+    if resume.module.stage_edges != tuple(cfg.timestep_stages):
+        raise ValueError(
+            f"the refiner to resume has timestep stage edges {list(resume.module.stage_edges)}, but these settings ask "
+            f"for {list(cfg.timestep_stages)}: resume with the timestep stages it was trained with"
+        )
     if resume.module.guidance_reference != cfg.guidance_reference():
         kind = "a dial refiner" if resume.module.guidance is not None else "a single-scale refiner"
         raise ValueError(

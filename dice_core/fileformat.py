@@ -13,10 +13,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .refiner import KEEP_CLIP_CHUNK_START, KEEP_RULES, Refiner, pad_tokens, refine
+from .refiner import KEEP_CLIP_CHUNK_START, KEEP_RULES, Refiner, check_stage_edges, pad_tokens, refine, stage_ranges
 
 FORMAT_NAME = "dice-refiner"
-FORMAT_VERSION = 1
+# 2: timestep-aware refiners (later_stages.*); a single-stage file is still written as 1, so the packs before
+# stages read it, while a staged file tells them to update rather than silently refine with its first stage only.
+FORMAT_VERSION = 2
+SINGLE_STAGE_FORMAT_VERSION = 1
 NULL_KEY = "dice.null_uc"
 PAD_KEY = "dice.pad_token"
 OPTIM_PREFIX = "optim."
@@ -33,6 +36,7 @@ WEIGHT_KEYS = (
 )
 # A dial refiner's extra weights (dice_core.refiner.GuidanceFilm); a file has all of them or none.
 GUIDANCE_KEYS = ("guidance.net.0.weight", "guidance.net.0.bias", "guidance.net.2.weight", "guidance.net.2.bias")
+STAGE_PREFIX = "later_stages."  # a timestep-aware refiner's stages after the first: later_stages.<i>.<weight key>
 
 
 class RefinerFileError(ValueError):
@@ -71,11 +75,17 @@ class RefinerBundle:
         r = self.recipe.get("guidance_range") if self.module.guidance is not None else None
         return (float(r[0]), float(r[1])) if r else None
 
+    @property
+    def stage_ranges(self) -> list[tuple[float, float]]:
+        """(start_percent, end_percent) of each timestep stage; [(0, 1)] for the paper's single refiner."""
+        return stage_ranges(self.module.stage_edges)
+
     def describe(self) -> str:
         dial = f", dial w {self.guidance_range[0]:g}-{self.guidance_range[1]:g}" if self.guidance_range else ""
+        stages = f", {self.module.stage_count} timestep stages" if self.module.stage_count > 1 else ""
         return (
             f"DICE refiner for {self.family} (dim {self.embed_dim}, inner {self.module.inner_dim}, "
-            f"{self.module.heads} heads, {self.train_step} steps{dial})"
+            f"{self.module.heads} heads, {self.train_step} steps{dial}{stages})"
         )
 
     def pad(self, t: torch.Tensor) -> torch.Tensor:
@@ -84,9 +94,10 @@ class RefinerBundle:
         return pad_tokens(t, self.pad_to, self.pad_token)
 
     def refine(self, c: torch.Tensor, uc: torch.Tensor | None = None, alpha: float = 1.0,
-               guidance: float | None = None) -> torch.Tensor:
+               guidance: float | None = None, stage: int = 0) -> torch.Tensor:
         """c' for inference: pads T5-style embeddings, falls back to the stored null embedding. guidance: the
         scale w for a dial refiner (default: the one it was trained for); a single-scale refiner ignores it.
+        stage: which timestep stage of a timestep-aware refiner (stage_ranges says where each applies).
 
         alpha 0 returns c itself: c + 0 * R(c, uc) is c, and padding it first would change the token
         count the model attends over (PixArt's 120 T5 tokens), so the prompt would not be unchanged.
@@ -101,7 +112,7 @@ class RefinerBundle:
                 )
             uc = self.null_uc
         with torch.no_grad():
-            return refine(self.module, self.pad(c), self.pad(uc), alpha, self.keep_rule, self.family, guidance)
+            return refine(self.module, self.pad(c), self.pad(uc), alpha, self.keep_rule, self.family, guidance, stage)
 
 
 def _tensor_dict(bundle: RefinerBundle, include_optimizer: bool) -> dict[str, torch.Tensor]:
@@ -120,11 +131,12 @@ def save_refiner(path: str, bundle: RefinerBundle, include_optimizer: bool = Tru
     """Write atomically: a temp file in the same folder, fsync, then rename over the target."""
     meta = {
         "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(FORMAT_VERSION if bundle.module.stage_count > 1 else SINGLE_STAGE_FORMAT_VERSION),
         "embed_dim": str(bundle.embed_dim),
         "inner_dim": str(bundle.module.inner_dim),
         "heads": str(bundle.module.heads),
         "guidance_reference": "" if bundle.module.guidance_reference is None else repr(bundle.module.guidance_reference),
+        "timestep_stages": json.dumps(list(bundle.module.stage_edges)),
         "family": bundle.family,
         "keep_rule": bundle.keep_rule,
         "pad_to": "" if bundle.pad_to is None else str(bundle.pad_to),
@@ -183,6 +195,21 @@ def _json(meta: dict[str, str], key: str, default: Any) -> Any:
         return default
 
 
+def _stage_edges(meta: dict[str, str], tensors: dict[str, torch.Tensor], path: str) -> tuple[float, ...]:
+    """A timestep-aware refiner's stage edges from the metadata, checked against the stages' weights."""
+    raw = meta.get("timestep_stages") or "[]"
+    try:
+        edges = check_stage_edges(json.loads(raw))
+    except (json.JSONDecodeError, TypeError, ValueError) as e:
+        raise RefinerFileError(f"{path}: metadata 'timestep_stages' is not a list of stage edges ({e})") from None
+    stored = {int(k[len(STAGE_PREFIX):].split(".")[0]) for k in tensors
+              if k.startswith(STAGE_PREFIX) and k[len(STAGE_PREFIX):].split(".")[0].isdigit()}
+    if stored != set(range(len(edges))):
+        raise RefinerFileError(f"{path}: metadata names {len(edges) + 1} timestep stages but the file holds weights for "
+                               f"{len(stored) + 1}; the file is inconsistent")
+    return edges
+
+
 def load_refiner(path: str, device: str | torch.device = "cpu") -> RefinerBundle:
     """Load and validate; every failure is a RefinerFileError that says what is wrong."""
     if not os.path.isfile(path):
@@ -231,14 +258,18 @@ def load_refiner(path: str, device: str | torch.device = "cpu") -> RefinerBundle
             raise RefinerFileError(f"{path} has dial weights but no valid 'guidance_reference' metadata") from None
         if not reference > 1:
             raise RefinerFileError(f"{path}: the dial's reference guidance scale {reference:g} is not above 1")
-    module = Refiner(embed_dim, inner_dim, heads, reference)
+    edges = _stage_edges(meta, tensors, path)
+    module = Refiner(embed_dim, inner_dim, heads, reference, edges)
     expected = module.state_dict()
-    for k in (*WEIGHT_KEYS, *dial_keys):
+    stage_keys = [STAGE_PREFIX + f"{i}." + k for i in range(len(edges)) for k in (*WEIGHT_KEYS, *dial_keys)]
+    for k in (*WEIGHT_KEYS, *dial_keys, *stage_keys):
+        if k not in tensors:
+            raise RefinerFileError(f"{path} is a {len(edges) + 1}-stage refiner but has no {k!r}: the file is incomplete")
         if tensors[k].shape != expected[k].shape:
             raise RefinerFileError(f"{path}: {k} has shape {tuple(tensors[k].shape)}, expected {tuple(expected[k].shape)}")
         if not torch.isfinite(tensors[k]).all():
             raise RefinerFileError(f"{path}: {k} contains NaN or inf; the file was saved from a diverged run")
-    module.load_state_dict({k: tensors[k].float() for k in (*WEIGHT_KEYS, *dial_keys)})
+    module.load_state_dict({k: tensors[k].float() for k in (*WEIGHT_KEYS, *dial_keys, *stage_keys)})
     module.to(device).eval().requires_grad_(False)
 
     family = meta.get("family", "unknown")

@@ -68,15 +68,38 @@ class GuidanceFilm(nn.Module):
         return scale[:, None, :], shift[:, None, :]
 
 
+def check_stage_edges(edges) -> tuple[float, ...]:
+    """Timestep stages' inner edges as ComfyUI's sampling percents (0 is the first step, 1 the last), strictly
+    increasing inside (0, 1); () is one stage, the paper's single refiner."""
+    edges = tuple(float(e) for e in edges)
+    if any(not 0 < e < 1 for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        raise ValueError(f"timestep stage edges must increase strictly between 0 and 1 (sampling percents), got "
+                         f"{', '.join(f'{e:g}' for e in edges)}")
+    return edges
+
+
+def stage_ranges(edges: tuple[float, ...]) -> list[tuple[float, float]]:
+    """(start_percent, end_percent) of each stage, as ComfyUI's timestep-range CONDITIONING entries say it."""
+    bounds = (0.0, *edges, 1.0)
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 class Refiner(nn.Module):
     """Linear(D->inner), ReLU, cross-attention (q from c, k/v from uc), ReLU, Linear(inner->D).
 
     guidance_reference set: a dial refiner, which also reads the guidance scale w. Its prompt features are
     modulated by GuidanceFilm(w), and its change is multiplied by (w - 1) / (reference - 1), so w = 1 gives
     c' = c exactly (CFG at 1 is the plain prompt) and w = reference is where the paper's refiner would be.
-    The paper's parameters keep their names; the dial's are under `guidance.`."""
+    The paper's parameters keep their names; the dial's are under `guidance.`.
 
-    def __init__(self, embed_dim: int, inner_dim: int = 512, heads: int = 8, guidance_reference: float | None = None):
+    stage_edges set: a timestep-aware refiner, one refiner of this shape per range of the sampling (stage_ranges),
+    because the guidance a prompt needs early, while the layout forms, is not the guidance it needs for the
+    details at the end. Stage 0 is this module's own layers (so its names stay the paper's), stages 1.. are
+    `later_stages.0.`, `later_stages.1.` and so on. Sampling still makes one model pass per step: each stage's
+    prompt is its own timestep-range CONDITIONING entry."""
+
+    def __init__(self, embed_dim: int, inner_dim: int = 512, heads: int = 8, guidance_reference: float | None = None,
+                 stage_edges: tuple[float, ...] = ()):
         super().__init__()
         self.embed_dim = embed_dim
         self.inner_dim = inner_dim
@@ -88,14 +111,45 @@ class Refiner(nn.Module):
             raise ValueError(f"a dial refiner's reference guidance scale must be above 1, got {guidance_reference}")
         self.guidance_reference = guidance_reference
         self.guidance = GuidanceFilm(inner_dim) if guidance_reference is not None else None
+        self.stage_edges = check_stage_edges(stage_edges)
+        self.later_stages = nn.ModuleList(
+            Refiner(embed_dim, inner_dim, heads, guidance_reference) for _ in self.stage_edges
+        )
+
+    @property
+    def stage_count(self) -> int:
+        return 1 + len(self.later_stages)
 
     def config(self) -> dict:
         """The constructor's arguments: Refiner(**r.config()) is an untrained refiner of the same shape."""
         return dict(embed_dim=self.embed_dim, inner_dim=self.inner_dim, heads=self.heads,
-                    guidance_reference=self.guidance_reference)
+                    guidance_reference=self.guidance_reference, stage_edges=self.stage_edges)
 
-    def forward(self, c: torch.Tensor, uc: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
-        """guidance: (B,) scales w, one per prompt; read only by a dial refiner (default: its reference)."""
+    def stage_module(self, stage: int) -> Refiner:
+        if not 0 <= stage < self.stage_count:
+            raise ValueError(f"stage {stage} does not exist: this refiner has {self.stage_count} timestep stage(s)")
+        return self if stage == 0 else self.later_stages[stage - 1]
+
+    def forward(self, c: torch.Tensor, uc: torch.Tensor, guidance: torch.Tensor | None = None,
+                stage: int | torch.Tensor | None = None) -> torch.Tensor:
+        """guidance: (B,) scales w, one per prompt; read only by a dial refiner (default: its reference).
+        stage: which timestep stage refines, one for all prompts or (B,) one per prompt (default: stage 0)."""
+        if stage is None or self.stage_count == 1:
+            return self.stage_delta(c, uc, guidance)
+        if not torch.is_tensor(stage):
+            return self.stage_module(int(stage)).stage_delta(c, uc, guidance)
+        w = None if guidance is None or self.guidance is None else self.guidance_per_prompt(guidance, c)
+        out = None
+        for k in stage.unique().tolist():
+            rows = (stage == k).nonzero()[:, 0].to(c.device)
+            part = self.stage_module(int(k)).stage_delta(
+                c[rows], uc if uc.shape[0] == 1 else uc[rows], None if w is None else w[rows])
+            # index_copy (not in place) keeps every stage's part in the graph
+            out = (part.new_zeros(c.shape) if out is None else out).index_copy(0, rows, part)
+        return out
+
+    def stage_delta(self, c: torch.Tensor, uc: torch.Tensor, guidance: torch.Tensor | None = None) -> torch.Tensor:
+        """R(c, uc) of this module's own layers (stage 0 of a staged refiner)."""
         q = F.relu(self.fc1(c))
         kv = F.relu(self.fc1(uc))
         if self.guidance is None:
@@ -179,18 +233,20 @@ def refine(
     keep_rule: str = KEEP_CLIP_CHUNK_START,
     family: str = "unknown",
     guidance: float | torch.Tensor | None = None,
+    stage: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Return c + alpha * R(c, uc) with kept positions restored; dtype and device follow c.
 
     guidance: the scale w a dial refiner is asked for, one number or one per prompt (default: its reference);
-    a single-scale refiner ignores it. Differentiable with respect to the refiner's parameters, so training
-    uses this same function.
+    a single-scale refiner ignores it. stage: a timestep-aware refiner's stage, one or one per prompt (default
+    0). Differentiable with respect to the refiner's parameters, so training uses this same function.
     """
     check_embeddings(c, uc, refiner.embed_dim, family)
     param = next(refiner.parameters())
     if torch.is_tensor(guidance):
         guidance = guidance.to(device=param.device, dtype=param.dtype)
-    delta = refiner(c.to(device=param.device, dtype=param.dtype), uc.to(device=param.device, dtype=param.dtype), guidance)
+    delta = refiner(c.to(device=param.device, dtype=param.dtype), uc.to(device=param.device, dtype=param.dtype), guidance,
+                    stage)
     delta = delta.to(device=c.device, dtype=c.dtype)
     mask = keep_mask(c.shape[1], keep_rule, device=c.device)[None, :]
     if keep_rule == KEEP_ZERO_ROWS:  # decided per prompt, by value: (B, T)

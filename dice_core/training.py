@@ -11,7 +11,7 @@ from typing import Protocol
 import torch
 
 from .fileformat import RefinerBundle
-from .refiner import Refiner, append_dims, refine
+from .refiner import Refiner, append_dims, check_stage_edges, refine
 
 # The paper's recipe, and the one the toy world measured as better (see BENCHMARKS.md):
 # train on states of the teacher's own CFG trajectories, one timestep per sample, x0-space loss,
@@ -32,6 +32,17 @@ def guidance_range(low: float, high: float) -> tuple[float, float] | None:
     if not (1.0 <= low < high):
         raise ValueError(f"the guidance range needs 1 <= min < max, got min {low:g} and max {high:g} (0 and 0: no dial)")
     return (float(low), float(high))
+
+
+def parse_stage_edges(text: str) -> tuple[float, ...]:
+    """Timestep stage edges from the node's and the CLI's text, e.g. "0.08, 0.24, 0.5"; empty: one stage."""
+    parts = [p for p in text.replace(",", " ").split()]
+    try:
+        edges = tuple(float(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"timestep stages must be numbers between 0 and 1 separated by commas, e.g. 0.08, 0.24, 0.5; "
+                         f"got {text!r}") from None
+    return check_stage_edges(edges)
 
 
 def prompt_lines(lines) -> list[str]:
@@ -75,6 +86,12 @@ class TrainConfig:
     # (one more latent per state in memory). Not the default: in the toy world it came closer to CFG's images at
     # w = 7 and 9 and farther at w = 3 (dial 2-10, 1500 steps, validation seeds).
     dial_targets: str = "trajectory"
+    # Timestep-aware refinement: the inner edges, in ComfyUI's sampling percents, of the ranges that each get their
+    # own refiner (dice_core.refiner.stage_ranges); () is the paper's one refiner for every step. Each training
+    # step draws batch_size states from every stage, so a step costs the stages' count times the refiner work of
+    # one refiner, at no extra teacher calls. Needs the teacher's trajectories (data "trajectory") with per-sample
+    # timesteps, where each state's stage is known from its sigma.
+    timestep_stages: tuple[float, ...] = ()
 
     def validate(self) -> None:
         if self.steps < 1:
@@ -94,6 +111,13 @@ class TrainConfig:
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ValueError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+        check_stage_edges(self.timestep_stages)
+        if self.timestep_stages and (self.data, self.timestep) != ("trajectory", "per_sample"):
+            raise ValueError(
+                "timestep stages train on the teacher's own trajectories with per-sample timesteps (the dice-pack recipe); "
+                f"this config has data {self.data!r} and timestep {self.timestep!r}. Use the dice-pack recipe, without "
+                "real latents, or train one stage"
+            )
         if self.guidance_range is not None:
             low, high = self.guidance_range
             if not (1.0 <= low < high and low <= self.guidance_scale <= high):
@@ -134,6 +158,10 @@ class Denoiser(Protocol):
 
     def noise_latent(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor: ...
 
+    # The sigma at a sampling percent, as ComfyUI's timestep-range entries turn start/end_percent into a sigma;
+    # needed only by timestep-aware refiners, to know which stage a state belongs to.
+    def sigma_at_percent(self, percent: float) -> float: ...
+
     def teacher(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
     def student(self, x: torch.Tensor, sigma: torch.Tensor, idx: torch.Tensor, c: torch.Tensor) -> torch.Tensor: ...
@@ -165,18 +193,19 @@ class PromptBank:
         return replace(self, c=self.c.to(device), uc=self.uc.to(device), negatives=negatives)
 
     def refine_rows(self, module: Refiner, idx: torch.Tensor, alpha: float, keep_rule: str, family: str = "unknown",
-                    guidance: torch.Tensor | None = None):
+                    guidance: torch.Tensor | None = None, stage: torch.Tensor | None = None):
         """c' of the rows idx, each against its own uc (the one uc, or its pair's negative); guidance: each
-        row's scale w, for a dial refiner."""
+        row's scale w, for a dial refiner; stage: each row's timestep stage, for a timestep-aware one."""
         c = self.c[idx.to(self.c.device)]
         if self.negative_of is None:
-            return refine(module, c, self.uc, alpha, keep_rule, family, guidance)
+            return refine(module, c, self.uc, alpha, keep_rule, family, guidance, stage)
         which = self.negative_of[idx.cpu()]
         parts, order = [], []
         for k in which.unique().tolist():
             rows = (which == k).nonzero()[:, 0]
             w = guidance[rows.to(guidance.device)] if guidance is not None else None
-            parts.append(refine(module, c[rows.to(c.device)], self.negatives[k], alpha, keep_rule, family, w))
+            st = stage[rows.to(stage.device)] if stage is not None else None
+            parts.append(refine(module, c[rows.to(c.device)], self.negatives[k], alpha, keep_rule, family, w, st))
             order.append(rows)
         if len(parts) == 1:
             return parts[0]
@@ -194,9 +223,39 @@ class TrainingData:
     step_of_sample: torch.Tensor | None = None  # which sampler step a trajectory state came from
     guidance: torch.Tensor | None = None  # the scale w of each state's trajectory, where a dial is trained
     guidance_gap: torch.Tensor | None = None  # x0(c) - x0(uc) of each state, where dial targets are resampled
+    stage: torch.Tensor | None = None  # each state's timestep stage, where a timestep-aware refiner is trained
 
     def __len__(self) -> int:
         return self.x.shape[0]
+
+    @property
+    def stage_count(self) -> int:
+        return 1 if self.stage is None else int(self.stage.max()) + 1
+
+
+def stage_of_sigma(sigma: torch.Tensor, edge_sigmas: list[float]) -> torch.Tensor:
+    """Each sigma's timestep stage: how many stage edges the sampling has passed at it. A sampling percent
+    turns into a sigma that falls as the percent rises, and ComfyUI applies a range entry while sigma is at or
+    below its start's sigma, so a sigma below an edge's sigma is in a later stage."""
+    stage = torch.zeros(sigma.shape, dtype=torch.long)
+    for edge in edge_sigmas:
+        stage += (sigma.float().cpu() < edge).long()
+    return stage
+
+
+def with_stages(data: TrainingData, denoiser: Denoiser, module: Refiner) -> TrainingData:
+    """The data with each state's stage, for a timestep-aware refiner; unchanged for one stage."""
+    if module.stage_count == 1:
+        return data
+    edge_sigmas = [float(denoiser.sigma_at_percent(p)) for p in module.stage_edges]
+    stage = stage_of_sigma(data.sigma, edge_sigmas)
+    empty = sorted(set(range(module.stage_count)) - set(stage.unique().tolist()))
+    if empty:
+        raise ValueError(
+            f"timestep stage(s) {empty} of edges {list(module.stage_edges)} hold none of the teacher's "
+            f"{int(data.step_of_sample.max()) + 1} sampler steps: move the edges apart or raise teacher_steps"
+        )
+    return replace(data, stage=stage)
 
 
 @dataclass
@@ -345,19 +404,31 @@ def _step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def sample_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int, rank: int = 0, world_size: int = 1):
-    """This rank's slice of the step's global batch (batch_size per rank x world_size ranks): x, sigma, idx,
-    the CFG target (None on real latents, where the teacher runs each step) and each sample's scale w (None
-    with one scale).
+    """This rank's slice of the step's global batch (batch_size per rank x world_size ranks, and that from every
+    timestep stage where a timestep-aware refiner is trained): x, sigma, idx, the CFG target (None on real latents,
+    where the teacher runs each step), each sample's scale w (None with one scale) and its stage (None with one).
 
     The global batch is drawn from one per-step stream and then sliced, so N ranks at batch b see
     exactly the samples one process at batch N*b would: distributed runs match single-process ones.
     """
     batch = _global_batch(denoiser, data, cfg, step, cfg.batch_size * world_size)
-    part = slice(rank * cfg.batch_size, (rank + 1) * cfg.batch_size)
+    per_rank = cfg.batch_size * data.stage_count
+    part = slice(rank * per_rank, (rank + 1) * per_rank)
     return tuple(t[part] if t is not None else None for t in batch)
 
 
+def _stratified_states(data: TrainingData, n: int, g: torch.Generator) -> torch.Tensor:
+    """n states from every timestep stage, interleaved (one of each stage, then the next of each), so the first
+    k * stages of them hold k of each: a rank's slice gets its share of every stage."""
+    draws = []
+    for k in range(data.stage_count):
+        pool = (data.stage == k).nonzero()[:, 0]
+        draws.append(pool[torch.randint(0, len(pool), (n,), generator=g)])
+    return torch.stack(draws, dim=1).reshape(-1)
+
+
 def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step: int, n: int):
+    """n states (n per stage, where a timestep-aware refiner is trained): x, sigma, idx, target, guidance, stage."""
     g = _step_generator(cfg.seed, step)
     if cfg.data == "trajectory":
         if data.target is None:
@@ -367,6 +438,9 @@ def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step
             k = int(torch.randint(0, int(data.step_of_sample.max()) + 1, (1,), generator=g))
             pool = (data.step_of_sample == k).nonzero()[:, 0]
             j = pool[torch.randint(0, len(pool), (n,), generator=g)]
+        elif data.stage is not None:
+            j = _stratified_states(data, n, g)
+            n = len(j)
         else:
             j = torch.randint(0, len(data), (n,), generator=g)
         guidance = data.guidance[j] if data.guidance is not None else None
@@ -376,14 +450,15 @@ def _global_batch(denoiser: Denoiser, data: TrainingData, cfg: TrainConfig, step
             fresh = draw_guidance(cfg, n, g)
             target = target + append_dims(fresh - guidance, target.ndim) * data.guidance_gap[j]
             guidance = fresh
-        return data.x[j], data.sigma[j], data.idx[j], target, guidance
+        stage = data.stage[j] if data.stage is not None else None
+        return data.x[j], data.sigma[j], data.idx[j], target, guidance, stage
     j = torch.randint(0, len(data), (n,), generator=g)
     x0 = data.x[j]
     count = 1 if cfg.timestep == "shared" else n
     sigma = denoiser.random_sigmas(count, g).expand(n) if count == 1 else denoiser.random_sigmas(n, g)
     noise = torch.randn(x0.shape, generator=g)
     guidance = draw_guidance(cfg, n, g)  # drawn last, so the other draws are the same with or without a dial
-    return denoiser.noise_latent(x0, noise, sigma), sigma, data.idx[j], None, guidance
+    return denoiser.noise_latent(x0, noise, sigma), sigma, data.idx[j], None, guidance, None
 
 
 def distillation_loss(pred: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -464,6 +539,7 @@ def train_refiner(
     if bundle.optimizer_state:
         restore_optimizer(opt, module, bundle.optimizer_state)
     bank = bank.to(device)
+    data = with_stages(data, denoiser, module)
     losses = list(bundle.loss_history)
     start = bundle.train_step
     scaler = torch.amp.GradScaler(device.type) if getattr(denoiser, "needs_grad_scaling", False) else None
@@ -480,13 +556,14 @@ def train_refiner(
         for step in range(start, cfg.steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(cfg, step)
-            x, sigma, idx, target, guidance = sample_batch(denoiser, data, cfg, step, collective.rank, collective.world_size)
+            x, sigma, idx, target, guidance, stage = sample_batch(denoiser, data, cfg, step, collective.rank,
+                                                                  collective.world_size)
             x, sigma = x.to(device), sigma.to(device)
             if target is None:
                 x0_c, x0_uc = denoiser.teacher(x, sigma, idx)
                 target = cfg_combine(x0_c, x0_uc, cfg.guidance_scale if guidance is None else guidance)
             target = target.to(device)
-            c_refined = bank.refine_rows(module, idx, 1.0, bundle.keep_rule, bundle.family, guidance)
+            c_refined = bank.refine_rows(module, idx, 1.0, bundle.keep_rule, bundle.family, guidance, stage)
             pred = denoiser.student(x, sigma, idx, c_refined)
             loss = distillation_loss(pred.float(), target.float(), sigma, cfg).mean()
             opt.zero_grad(set_to_none=True)
@@ -558,11 +635,13 @@ def evaluate_distillation(
         raise ValueError("evaluation needs trajectory states with cached targets")
     device = next(bundle.module.parameters()).device
     bank = bank.to(device)
+    data = with_stages(data, denoiser, bundle.module)
     total, count = 0.0, 0
     for j in torch.arange(len(data)).split(batch_size):
         x, sigma, idx = data.x[j].to(device), data.sigma[j].to(device), data.idx[j]
         guidance = data.guidance[j] if data.guidance is not None else None
-        c = bank.refine_rows(bundle.module, idx, alpha, bundle.keep_rule, guidance=guidance)
+        stage = data.stage[j] if data.stage is not None else None
+        c = bank.refine_rows(bundle.module, idx, alpha, bundle.keep_rule, guidance=guidance, stage=stage)
         pred = denoiser.student(x, sigma, idx, c)
         total += float(distillation_loss(pred.float(), data.target[j].to(device).float(), sigma, cfg).sum())
         count += len(j)

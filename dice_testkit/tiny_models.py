@@ -210,6 +210,9 @@ class LinearDenoiser:
     def random_sigmas(self, n, g):
         return torch.rand(n, generator=g) * self.sigma_max + 0.1
 
+    def sigma_at_percent(self, percent):
+        return self.sigma_max * (1.0 - percent)
+
     def noise_latent(self, x0, noise, sigma):
         return x0 + noise * sigma.view(-1, 1, 1, 1)
 

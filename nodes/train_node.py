@@ -12,7 +12,15 @@ from dice_comfy.paths import NO_PROMPTS_FILE, prompt_files, read_prompts
 from dice_comfy.progress import comfy_progress_events
 from dice_comfy.session import SessionOptions, run_training, token_groups
 from dice_core.plots import loss_curve_image, token_bar_image
-from dice_core.training import AUTOCAST_DTYPES, DEFAULT_RECIPE, RECIPES, TrainConfig, guidance_range, prompt_lines
+from dice_core.training import (
+    AUTOCAST_DTYPES,
+    DEFAULT_RECIPE,
+    RECIPES,
+    TrainConfig,
+    guidance_range,
+    parse_stage_edges,
+    prompt_lines,
+)
 
 from .library import TRAINING_CATEGORY, placement
 from .refiner_nodes import DiceRefiner
@@ -112,6 +120,14 @@ class DiceTrainRefiner(io.ComfyNode):
                                "0: one scale, the paper's refiner."),
                 io.Float.Input("guidance_range_max", default=0.0, min=0.0, max=30.0, step=0.1, optional=True,
                                tooltip="Top of the dial's range (see guidance_range_min); 0: no dial."),
+                io.String.Input("timestep_stages", default="", optional=True,
+                                tooltip="Timestep-aware refinement: where the sampling switches to the next refiner, as "
+                                "comma-separated percents of the sampling (as ConditioningSetTimestepRange counts them), "
+                                "e.g. 0.08, 0.24, 0.5 for four stages. DICE Refine Conditioning then outputs one "
+                                "timestep-range entry per stage, still one model pass per step. Each training step trains "
+                                "every stage on batch_size samples, so it costs the stage count times as much; the teacher's "
+                                "cost is unchanged. Needs the dice-pack recipe without latents. Empty: one refiner for the "
+                                "whole sampling, the paper's way (README, 'Timestep stages', has what was measured)."),
             ],
             outputs=[
                 DiceRefiner.Output(display_name="refiner", tooltip="The trained refiner: save it or refine conditioning."),
@@ -127,7 +143,7 @@ class DiceTrainRefiner(io.ComfyNode):
         learning_rate: float, loss: str, seed: int, width: int, height: int, samples_per_prompt: int, teacher_steps: int,
         save_every: int, filename_prefix: str, gradient_checkpointing: bool, autocast: str, clip=None, resume_from=None,
         latents=None, conditioning=None, negative=None, frames: int = 9, negative_prompts: str = "",
-        guidance_range_min: float = 0.0, guidance_range_max: float = 0.0,
+        guidance_range_min: float = 0.0, guidance_range_max: float = 0.0, timestep_stages: str = "",
     ) -> io.NodeOutput:
         info = family_for(model)  # first: a guidance-distilled or unknown family gets its sentence before any work
         entries = training_prompt_entries(clip, read_prompts(prompts, prompts_file), conditioning)
@@ -137,7 +153,8 @@ class DiceTrainRefiner(io.ComfyNode):
                                       batch_size=batch_size, guidance_scale=guidance_scale, seed=seed, save_every=save_every,
                                       samples_per_prompt=samples_per_prompt, teacher_steps=teacher_steps,
                                       negative_prompts=negative_texts,
-                                      guidance_range=guidance_range(guidance_range_min, guidance_range_max))
+                                      guidance_range=guidance_range(guidance_range_min, guidance_range_max),
+                                      timestep_stages=parse_stage_edges(timestep_stages))
         options = SessionOptions(width=width, height=height, frames=frames,
                                  latents=latents["samples"] if latents is not None else None, resume=resume_from,
                                  gradient_checkpointing=gradient_checkpointing, autocast_dtype=AUTOCAST_DTYPES[autocast],

@@ -135,8 +135,8 @@ def test_resampled_dial_targets_are_cfg_at_a_fresh_scale_for_the_same_states():
     assert teacher_trajectories(denoiser, 3, (4, 4, 4), per_trajectory).guidance_gap is None
     x0_c, x0_uc = denoiser.teacher(data.x, data.sigma, data.idx)
     torch.testing.assert_close(data.guidance_gap, x0_c - x0_uc, rtol=0, atol=0)
-    x, sigma, idx, target, w = sample_batch(denoiser, data, resampled, step=7)
-    x_traj, sigma_traj, idx_traj, _, w_traj = sample_batch(denoiser, data, per_trajectory, step=7)
+    x, sigma, idx, target, w, _ = sample_batch(denoiser, data, resampled, step=7)
+    x_traj, sigma_traj, idx_traj, _, w_traj, _ = sample_batch(denoiser, data, per_trajectory, step=7)
     assert torch.equal(x, x_traj) and torch.equal(sigma, sigma_traj) and torch.equal(idx, idx_traj)
     assert bool(((w >= 2.0) & (w <= 10.0)).all()) and not torch.equal(w, w_traj)
     c, uc = denoiser.teacher(x, sigma, idx)
