@@ -30,17 +30,21 @@ import torch
 from benchmarks import common
 
 GUIDANCE_SCALES = (3.0, 5.0, 7.0, 9.0)
-# Dial refiners to choose from on validation: "steps:low-high:samples", the node's steps, guidance_range_min/max
-# and samples_per_prompt. The 1500-step, 2-10 refiner fell short at w = 9 (0.82, stop 22): 9 sits near that
-# range's top, and each of its 432 teacher trajectories has its own w, so few guide at high w. The other
-# candidate trains past 9 on twice the trajectories, for longer.
-DIAL_CANDIDATES = ("1500:2-10:8", "3000:2-12:16")
+# Dial refiners to choose from on validation: "steps:low-high:samples[:edges]", the node's steps,
+# guidance_range_min/max, samples_per_prompt and, optionally, timestep_stages (edges joined by "/"). The 1500-step,
+# 2-10 refiner fell short at w = 9 (0.82, stop 22); a 3000-step, 2-12 one on 16 samples per prompt did no better on
+# validation (worst 0.71 against 0.72, stop 25) and is no longer a candidate. The staged candidate is the same dial
+# with the four timestep stages the single-scale probe measured best (sampling percents 0.08, 0.24, 0.5: teacher
+# steps [0, 2), [2, 5), [5, 10), [10, 20) of 20); each of its steps trains four stages, so 1000 steps cost about
+# 2.7 times the 1500 of one stage.
+DIAL_CANDIDATES = ("1500:2-10:8", "1000:2-10:8:0.08/0.24/0.5")
 
 
-def parse_candidate(text: str) -> tuple[int, tuple[float, float], int]:
-    steps, span, samples = text.split(":")
+def parse_candidate(text: str) -> tuple[int, tuple[float, float], int, str]:
+    """(steps, (low, high), samples per prompt, timestep stages as the node's text) of a candidate."""
+    steps, span, samples, *stages = text.split(":")
     low, high = span.split("-")
-    return int(steps), (float(low), float(high)), int(samples)
+    return int(steps), (float(low), float(high)), int(samples), ", ".join(stages[0].split("/")) if stages else ""
 STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
 
 
@@ -66,7 +70,8 @@ def main(argv=None) -> dict:
     p.add_argument("--validation-seeds", type=int, default=5)
     p.add_argument("--test-seeds", type=int, default=10)
     p.add_argument("--dial-candidates", nargs="+", default=list(DIAL_CANDIDATES),
-                   help="dial refiners to choose from on validation, as steps:low-high:samples_per_prompt (e.g. 1500:2-10:8)")
+                   help="dial refiners to choose from on validation, as steps:low-high:samples_per_prompt[:edges] "
+                   "(e.g. 1500:2-10:8, or 1000:2-10:8:0.08/0.24/0.5 with timestep stages)")
     p.add_argument("--json")
     a = p.parse_args(argv)
 
@@ -89,9 +94,10 @@ def main(argv=None) -> dict:
     assert bundle.recipe["guidance_scale"] == w_train
     dial_bundles, dial_train_s = {}, {}
     for name in a.dial_candidates:
-        steps, span, samples = parse_candidate(name)
+        steps, span, samples, stages = parse_candidate(name)
         dial_settings = toyworld_table.NodeSettings(steps=steps, seed=0, batch_size=32, lr=0.0,
-                                                    samples_per_prompt=samples, guidance_range=span)
+                                                    samples_per_prompt=samples, guidance_range=span,
+                                                    timestep_stages=stages)
         dial_bundles[name], _, dial_train_s[name] = toyworld_table.train_refiner_with_node(
             nodes_map, model, clip, world.TRAIN_CAPTIONS, dial_settings)
     refine = nodes_map["DiceRefineConditioning"]
@@ -156,6 +162,7 @@ def main(argv=None) -> dict:
         "w_train": w_train, "train_steps": a.steps, "train_s": train_s, "seconds": time.time() - t0,
         "dial_range": list(parse_candidate(chosen)[1]), "dial_train_s": dial_train_s[chosen],
         "dial_steps": parse_candidate(chosen)[0], "dial_samples_per_prompt": parse_candidate(chosen)[2],
+        "dial_timestep_stages": parse_candidate(chosen)[3],
         "dial_validation": {"candidates": {k: {"train_s": dial_train_s[k], "worst_recovery": worst[k]}
                                            for k in a.dial_candidates}, "chosen": chosen},
         "pairs": {split: len(prompts) * len(s) for split, s in seeds.items()}, "strength_grid": list(STRENGTHS),

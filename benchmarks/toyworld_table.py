@@ -45,6 +45,7 @@ class NodeSettings:
     negative_prompts: str = ""  # negative-aware training: one per line; "" is the paper's way
     guidance_range: tuple[float, float] = (0.0, 0.0)  # the dial's range of w; (0, 0): one scale, the paper's refiner
     image_px: int = 128  # the teacher's image size: world 1's 16x16 latent; world 2's 24x24 is 192
+    timestep_stages: str = ""  # timestep-aware refinement's stage edges, as the node's text; "": one stage
 
 
 @contextlib.contextmanager
@@ -87,7 +88,7 @@ def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSett
             loss=settings.loss, seed=settings.seed, width=settings.image_px, height=settings.image_px, samples_per_prompt=settings.samples_per_prompt,
             teacher_steps=20, save_every=0, filename_prefix="toyworld_bench", gradient_checkpointing=False, autocast="none",
             negative_prompts=settings.negative_prompts, guidance_range_min=settings.guidance_range[0],
-            guidance_range_max=settings.guidance_range[1],
+            guidance_range_max=settings.guidance_range[1], timestep_stages=settings.timestep_stages,
         )
     return out.args[0], out.args[1], time.time() - t0
 
