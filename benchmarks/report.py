@@ -142,9 +142,12 @@ def _padding(study: dict) -> list[str]:
 
 
 def _dial_candidate(key) -> str:
-    """A dial candidate's name, "steps:low-high:samples" (in results from before ranges were compared, steps alone)."""
-    steps, span, samples = (str(key).split(":") + ["2-10", "8"])[:3]
-    return f"{steps} steps, range {span.replace('-', ' to ')}, {samples} teacher samples per prompt"
+    """A dial candidate's name, "steps:low-high:samples[:edges]" (in results from before ranges were compared, steps
+    alone)."""
+    parts = str(key).split(":")
+    steps, span, samples, *stages = parts if len(parts) >= 3 else (parts[0], "2-10", "8")
+    staged = f", timestep stages at {', '.join(stages[0].split('/'))}" if stages else ""
+    return f"{steps} steps, range {span.replace('-', ' to ')}, {samples} teacher samples per prompt{staged}"
 
 
 def _dial(dial: dict, section: dict) -> list[str]:

@@ -95,6 +95,16 @@ def toyworld2() -> dict:
     return {**toyworld2_table.main([]), "machine": common.machine(), "date": datetime.date.today().isoformat()}
 
 
+def stages() -> dict:
+    """Timestep-aware refinement against the paper's single refiner, in toy world 1 (benchmarks/stages_study.py):
+    chosen on validation seeds, reported on test seeds. Its own date and machine."""
+    from benchmarks import stages_study
+
+    return {**stages_study.main([]), "machine": common.machine(), "date": datetime.date.today().isoformat()}
+
+
+# Sections that record their own machine and date, so an `--only` run of them leaves the CPU section's as they are.
+OWN_DATE_SECTIONS = {"padding", "controls", "toyworld2", "stages"}
 CONTROL_STUDIES = ("negatives", "dial", "transfer")
 
 
@@ -136,7 +146,7 @@ def merge_gpu(files: list[str], results: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", nargs="+", choices=["toyworld", "toyworld2", "sampling", "training", "cost_curve", "padding",
-                                               "controls"],
+                                               "controls", "stages"],
                     default=None)
     ap.add_argument("--controls", nargs="+", choices=CONTROL_STUDIES, default=list(CONTROL_STUDIES),
                     help="with controls: which of its studies to rerun (the others keep their recorded figures)")
@@ -144,8 +154,8 @@ def main() -> None:
     ap.add_argument("--quick-toyworld", action="store_true")
     ap.add_argument("--merge-gpu", nargs="+", metavar="JSONL", help="merge run_gpu.py output instead of measuring")
     a = ap.parse_args()
-    results = json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
     if a.merge_gpu:
+        results = read_results()
         merge_gpu(a.merge_gpu, results)
         with open(RESULTS, "w") as f:
             json.dump(results, f, indent=1)
@@ -153,25 +163,42 @@ def main() -> None:
         print(f"merged {len(a.merge_gpu)} GPU files into {RESULTS} and BENCHMARKS.md")
         return
     key = "cpu" if a.device == "cpu" else f"gpu:{common.machine().get('gpu', a.device)}"
-    section = results.setdefault(key, {})
-    if not set(a.only or []) <= {"padding", "controls", "toyworld2"}:  # these carry their own machine and date; the section's stay
-        section["machine"] = common.machine()
-        section["date"] = datetime.date.today().isoformat()
-    todo = a.only or ["toyworld2", "sampling", "training", "cost_curve", "padding", "controls", "toyworld"]
+    stamp = {}
+    if not set(a.only or []) <= OWN_DATE_SECTIONS:  # these carry their own machine and date; the section's stay
+        stamp = {"machine": common.machine(), "date": datetime.date.today().isoformat()}
+    todo = a.only or ["toyworld2", "sampling", "training", "cost_curve", "padding", "controls", "stages", "toyworld"]
     for name in todo:
         print(f"== {name}", flush=True)
         if name == "toyworld":
-            section["toyworld"] = toyworld(a.quick_toyworld)
-        elif name == "toyworld2":
-            section["toyworld2"] = toyworld2()
+            figures = toyworld(a.quick_toyworld)
+        elif name in ("toyworld2", "stages"):
+            figures = globals()[name]()
         elif name == "controls":
-            section["controls"] = controls(section.get("controls"), a.controls)
+            figures = controls(read_results().get(key, {}).get("controls"), a.controls)
         else:
-            section[name] = globals()[name](a.device)
-        with open(RESULTS, "w") as f:
-            json.dump(results, f, indent=1)
+            figures = globals()[name](a.device)
+        results = record_section(key, name, figures, stamp)
     write_benchmarks_md(results, os.path.join(common.REPO, "BENCHMARKS.md"))
     print(f"wrote {RESULTS} and BENCHMARKS.md")
+
+
+def read_results() -> dict:
+    return json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
+
+
+def record_section(key: str, name: str, figures, stamp: dict) -> dict:
+    """Write one study's figures into results.json as it is on disk now, not as it was when this run started: two
+    `--only` runs side by side (each over an hour) then keep each other's figures. Written atomically, so a reader
+    never sees half a file."""
+    results = read_results()
+    section = results.setdefault(key, {})
+    section.update(stamp)
+    section[name] = figures
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=1)
+    os.replace(tmp, RESULTS)
+    return results
 
 
 if __name__ == "__main__":
