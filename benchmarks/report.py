@@ -196,6 +196,37 @@ def _dial(dial: dict, section: dict) -> list[str]:
 
 
 
+def _stages(st: dict) -> list[str]:
+    test, other = st["test"], st["test_other_sampler"]
+    base = st["baseline"]
+    lines = [f"{_measured(st)}(`python -m benchmarks.run_all --only stages`.) Refiners trained with DICE Train Refiner on "
+             f"the toy world's training captions at w = {st['w_train']:g} (batch 32, 8 teacher samples per prompt), then "
+             f"KSampler at cfg 1 with stock euler, 20 steps, one model pass per step: a staged refiner's prompt is one "
+             f"start_percent/end_percent entry per stage. Each arm's strength (1 or 1.25) was chosen on the validation seeds "
+             f"({st['pairs']['validation']} pairs); figures on the test seeds ({st['pairs']['test']} pairs). Recovery = "
+             f"(DICE - cfg 1) / (cfg {st['w_train']:g} - cfg 1) with a bootstrap 95% interval over prompts; *vs first* is "
+             f"the difference in recovery from the first row, with its interval; *distance* is the mean squared RGB "
+             f"distance to cfg {st['w_train']:g}'s images over cfg 1's (lower is closer to CFG). cfg 1 "
+             f"{test['cfg1']:.3f}, cfg {st['w_train']:g} {test['cfg5']:.3f}.", "",
+             "| arm | strength | training s | accuracy | recovery | vs first | distance | "
+             f"{other['sampler']} {other['steps']} steps: recovery | distance |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for arm in st["arms"]:
+        r, o = test["arms"][arm], other["arms"][arm]
+        lo, hi = r["recovery_ci95"]
+        dlo, dhi = r["recovery_minus_baseline_ci95"]
+        olo, ohi = o["recovery_ci95"]
+        versus = "(first)" if arm == base else f"{r['recovery_minus_baseline']:+.2f} [{dlo:+.2f}, {dhi:+.2f}]"
+        lines.append(f"| {r['name']} | {r['strength']:g} | {st['train_s'][arm]:.0f} | {r['accuracy']:.3f} | "
+                     f"**{r['recovery']:.2f}** [{lo:.2f}, {hi:.2f}] | {versus} | {r['distance_over_cfg1']:.2f} | "
+                     f"{o['recovery']:.2f} [{olo:.2f}, {ohi:.2f}] | {o['distance_over_cfg1']:.2f} |")
+    lines += ["", f"On {other['sampler']}, {other['steps']} steps: cfg 1 {other['cfg1']:.3f}, cfg {st['w_train']:g} "
+              f"{other['cfg5']:.3f}. Validation recovery: " + ", ".join(
+                  f"{st['validation']['arms'][arm]['name']} {st['validation']['arms'][arm]['recovery']:.2f}"
+                  for arm in st["arms"]) + "."]
+    return lines
+
+
 def _negative_validation(v: dict) -> str:
     """How the negative-aware settings were chosen. Results before the two-goal rule recorded only the rates."""
     if "means" not in v:
@@ -355,6 +386,9 @@ def write_benchmarks_md(results: dict, path: str) -> None:
         if "controls" in section:
             lines += ["### Controls at sampling time: negative prompts, the guidance dial and LoRAs (toy world)", ""]
             lines += _controls(section["controls"]) + [""]
+        if "stages" in section:
+            lines += ["### Timestep stages: one refiner per range of the sampling (toy world, benchmarks/stages_study.py)", ""]
+            lines += _stages(section["stages"]) + [""]
         if "cost_curve" in section:
             lines += ["### Training cost curve (node loop, full-size SD1.5 UNet)", ""] + _cost(section["cost_curve"]) + [""]
     extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")

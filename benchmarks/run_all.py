@@ -1,10 +1,11 @@
 """`make bench`: every CPU benchmark, then benchmarks/results.json and BENCHMARKS.md are rewritten.
 
-  python -m benchmarks.run_all                 # everything (over three hours on one thread of a 2-core CPU)
+  python -m benchmarks.run_all                 # everything (about four hours on one thread of a 2-core CPU)
   python -m benchmarks.run_all --only toyworld sampling
   python -m benchmarks.run_all --only padding      # T5 padding study, about 3 minutes
   python -m benchmarks.run_all --only toyworld2    # toy world 2's table on the shipped world-2 base models
   python -m benchmarks.run_all --only controls --controls negatives   # one of the controls studies
+  python -m benchmarks.run_all --only stages       # timestep stages against the single refiner, about 1 hour
 GPU figures come from benchmarks/run_gpu.py on a lent card; its JSON-lines output is kept under
 benchmarks/gpu_runs/ and merged into the same files, keyed by card:
   python -m benchmarks.run_all --merge-gpu benchmarks/gpu_runs/*.jsonl

@@ -300,6 +300,24 @@ def test_the_cli_trains_a_negative_aware_dial_refiner(tmp_path):
     assert bundle.module.guidance_reference == 5.0 and bundle.recipe["dial_targets"] == "resampled"
 
 
+def test_the_cli_trains_a_staged_refiner_and_refuses_edges_that_do_not_split_the_sampling(tmp_path, capsys):
+    """--timestep-stages reaches the file as the node's timestep_stages does; bad edges get the sentence, not a trace."""
+    from dice_testkit import harness
+
+    harness.setup_comfy()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square on the left\na blue cross at the top\n")
+    common = ["train", "--checkpoint", "toyworld", "--prompts", str(prompts), "--steps", "2", "--batch-size", "2",
+              "--samples-per-prompt", "1", "--teacher-steps", "4", "--width", "128", "--height", "128", "--cpu",
+              "--no-progress"]
+    run = tmp_path / "run"
+    assert cli.main([*common, "--run-dir", str(run), "--timestep-stages", "0.5"]) == 0
+    bundle = load_refiner(str(run / "refiner.safetensors"))
+    assert bundle.module.stage_edges == (0.5,) and bundle.stage_ranges == [(0.0, 0.5), (0.5, 1.0)]
+    assert cli.main([*common, "--run-dir", str(tmp_path / "bad"), "--timestep-stages", "0.5, 0.2"]) != 0
+    assert "timestep stage edges must increase strictly between 0 and 1" in capsys.readouterr().err
+
+
 def test_a_real_checkpoint_file_loads_with_comfyuis_loader_and_trains(tiny_checkpoint, tmp_path):
     """The tiny SD1.5 checkpoint file of the e2e tests: full CLIP-L text encoder and TAESD VAE encoding images."""
     from PIL import Image

@@ -207,6 +207,14 @@ def test_the_train_node_trains_saves_loads_and_resumes_a_staged_refiner(staged_s
                          **tiny_models.train_node_args(steps=6, teacher_steps=6))
 
 
+def test_real_latents_with_timestep_stages_get_a_sentence_before_any_training(comfy_nodes):
+    with torch.inference_mode(), pytest.raises(ValueError, match="timestep stages train on the teacher's own "
+                                                                  "trajectories .* without real latents"):
+        comfy_nodes["DiceTrainRefiner"].execute(tiny_models.sd15(seed=1), clip=tiny_models.TextClip(),
+                                                latents={"samples": torch.zeros(2, 4, 8, 8)},
+                                                **tiny_models.train_node_args(timestep_stages="0.5"))
+
+
 def test_refining_makes_one_entry_per_stage_with_only_comfyui_s_range_keys_added(staged_sd15, comfy_nodes):
     patcher, bundle = staged_sd15
     entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
