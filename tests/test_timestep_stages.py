@@ -244,19 +244,18 @@ class _CondRecorder(tiny_models.CallCounter):
         return super().__call__(apply_model, args)
 
 
-@pytest.mark.parametrize("steps", [7, 12])
-def test_ksampler_at_cfg_1_makes_one_pass_per_step_with_the_stage_training_assigned_to_that_sigma(staged_sd15, comfy_nodes,
-                                                                                                  steps):
+def _check_each_step_uses_the_stage_training_assigned(patcher, bundle, entry, latent, steps, comfy_nodes):
+    """KSampler at cfg 1 on the refined entries: one model pass per step, and each pass's prompt is the entry of the
+    stage that training assigns to that step's sigma (through the same percent_to_sigma ComfyUI uses)."""
     import nodes
+
     from dice_comfy.bridge import ComfyDenoiser
 
-    patcher, bundle = staged_sd15
-    entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
     refined = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 1.0, model=patcher).args[0]
     recorder = _CondRecorder()
     with torch.inference_mode():
         nodes.common_ksampler(recorder.attach(patcher), 7, steps, 1.0, "euler", "normal", refined, [entry],
-                              {"samples": torch.zeros(1, 4, 8, 8)})
+                              {"samples": latent})
     assert recorder.batches == [1] * steps
     denoiser = ComfyDenoiser(patcher, [entry], entry, "cpu", None, None)
     edge_sigmas = [denoiser.sigma_at_percent(p) for p in bundle.module.stage_edges]
@@ -265,4 +264,28 @@ def test_ksampler_at_cfg_1_makes_one_pass_per_step_with_the_stage_training_assig
         stage = int(stage_of_sigma(torch.tensor([sigma]), edge_sigmas)[0])
         seen.add(stage)
         assert torch.equal(tensor.to(refined[stage][0]), refined[stage][0]), (sigma, stage)
-    assert seen == {0, 1, 2}
+    assert seen == set(range(bundle.module.stage_count))
+
+
+@pytest.mark.parametrize("steps", [7, 12])
+def test_ksampler_at_cfg_1_makes_one_pass_per_step_with_the_stage_training_assigned_to_that_sigma(staged_sd15, comfy_nodes,
+                                                                                                  steps):
+    patcher, bundle = staged_sd15
+    entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
+    _check_each_step_uses_the_stage_training_assigned(patcher, bundle, entry, torch.zeros(1, 4, 8, 8), steps, comfy_nodes)
+
+
+def test_a_flow_model_s_stages_follow_its_own_shifted_sigmas(comfy_nodes):
+    """SD3's rectified flow (sigma in [0, 1], shift 3) maps percents to sigmas unlike SD1.5's discrete schedule;
+    the stages follow whatever the model's own model_sampling says."""
+    from dice_comfy import session
+    from dice_testkit.family_checks import prompt_split
+    from dice_testkit.tiny_families import sd3 as family
+
+    patcher = family.build()
+    train, held_out, uc = prompt_split(family)
+    cfg = TrainConfig.from_recipe("dice-pack", steps=2, batch_size=2, teacher_steps=6, samples_per_prompt=1,
+                                  timestep_stages=(0.3, 0.6))
+    bundle = session.run_training(patcher, train[:3], uc, cfg, session.SessionOptions(width=64, height=64)).bundle
+    assert bundle.family == "SD3" and bundle.module.stage_count == 3
+    _check_each_step_uses_the_stage_training_assigned(patcher, bundle, held_out[0], family.empty_latent(), 9, comfy_nodes)
