@@ -248,7 +248,6 @@ def _check_each_step_uses_the_stage_training_assigned(patcher, bundle, entry, la
     """KSampler at cfg 1 on the refined entries: one model pass per step, and each pass's prompt is the entry of the
     stage that training assigns to that step's sigma (through the same percent_to_sigma ComfyUI uses)."""
     import nodes
-
     from dice_comfy.bridge import ComfyDenoiser
 
     refined = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 1.0, model=patcher).args[0]
