@@ -611,13 +611,16 @@ def train_refiner(
 @torch.no_grad()
 def sharpening_pattern(bundle: RefinerBundle, bank: PromptBank) -> torch.Tensor:
     """Mean |c' - c| per token position over the prompts that have that position: the paper's
-    "sharpening pattern" (each row against its own uc, where rows pair prompts with negatives)."""
+    "sharpening pattern" (each row against its own uc, where rows pair prompts with negatives; a timestep-aware
+    refiner's stages averaged, as each refines the prompt for its share of the sampling)."""
     device = next(bundle.module.parameters()).device
     bank = bank.to(device)
     diffs = []
     for rows in torch.arange(len(bank)).split(64):
         c = bank.c[rows.to(device)]
-        diffs.append((bank.refine_rows(bundle.module, rows, 1.0, bundle.keep_rule) - c).abs().mean(-1).cpu())
+        per_stage = [(bank.refine_rows(bundle.module, rows, 1.0, bundle.keep_rule, stage=torch.full((len(rows),), k))
+                      - c).abs().mean(-1).cpu() for k in range(bundle.module.stage_count)]
+        diffs.append(torch.stack(per_stage).mean(0))
     diffs = torch.cat(diffs)
     if bank.lengths is None:
         return diffs.mean(0)

@@ -288,3 +288,18 @@ def test_a_flow_model_s_stages_follow_its_own_shifted_sigmas(comfy_nodes):
     bundle = session.run_training(patcher, train[:3], uc, cfg, session.SessionOptions(width=64, height=64)).bundle
     assert bundle.family == "SD3" and bundle.module.stage_count == 3
     _check_each_step_uses_the_stage_training_assigned(patcher, bundle, held_out[0], family.empty_latent(), 9, comfy_nodes)
+
+
+def test_the_sharpening_plot_averages_the_stages():
+    from dice_core.training import sharpening_pattern
+
+    staged = _staged(edges=(0.5,))
+    with torch.no_grad():  # stage 1 changes nothing, so the average is half of stage 0's change, exactly
+        staged.later_stages[0].fc2.weight.zero_()
+        staged.later_stages[0].fc2.bias.zero_()
+    single = Refiner(DIM, 32, 4)
+    single.load_state_dict({k: v for k, v in staged.state_dict().items() if not k.startswith("later_stages.")})
+    bank = Bank(c=torch.randn(3, 5, DIM), uc=torch.randn(1, 5, DIM))
+    both = sharpening_pattern(RefinerBundle(module=staged, keep_rule="none"), bank)
+    first = sharpening_pattern(RefinerBundle(module=single, keep_rule="none"), bank)
+    assert first.abs().sum() > 0 and torch.equal(both, first / 2)
