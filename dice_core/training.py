@@ -36,7 +36,7 @@ def guidance_range(low: float, high: float) -> tuple[float, float] | None:
 
 def parse_stage_edges(text: str) -> tuple[float, ...]:
     """Timestep stage edges from the node's and the CLI's text, e.g. "0.08, 0.24, 0.5"; empty: one stage."""
-    parts = [p for p in text.replace(",", " ").split()]
+    parts = text.replace(",", " ").split()
     try:
         edges = tuple(float(p) for p in parts)
     except ValueError:
