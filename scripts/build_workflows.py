@@ -108,8 +108,10 @@ NOTE_DIAL = """## DICE with a guidance dial
 **DICE Refine Conditioning**'s *guidance_scale* is the cfg the refined prompt reproduces at cfg 1.0
 (0: the scale the refiner was trained for). It works as a dial for a **dial refiner**: train it with
 **DICE Train Refiner**'s *guidance_range_min* / *guidance_range_max* (for example 2 and 10), which
-costs no more teacher calls. A refiner trained for one scale can only scale its change, which falls
-short above its scale (a console warning says so). BENCHMARKS.md ("Guidance dial") measures both.
+costs no more teacher calls. With *timestep_stages* 0.08, 0.24, 0.5 as well, the dial measured in the
+toy world kept at least 0.92 of CFG's gain at w = 3, 5, 7 and 9. A refiner trained for one scale can
+only scale its change, which falls short above its scale (a console warning says so).
+BENCHMARKS.md ("Guidance dial") measures both.
 
 Here the dial is set to 7. Sample at cfg 1.0: the guidance is in the prompt.
 """
