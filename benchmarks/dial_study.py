@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 
 import torch
@@ -77,16 +76,10 @@ def main(argv=None) -> dict:
 
     from benchmarks import toyworld_table
 
-    nodes_map = toyworld_table.setup()
+    nodes_map, model, clip, prompts, seeds = toyworld_table.held_out_study(a.validation_seeds, a.test_seeds)
     from toyworld import world
-    from toyworld.comfy_objects import load_toy_world
     from toyworld.evaluate import sample_and_score
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    model, clip, _ = load_toy_world()
-    prompts = world.HELD_OUT_CAPTIONS
-    seeds = {"validation": list(range(a.validation_seeds)),
-             "test": list(range(a.validation_seeds, a.validation_seeds + a.test_seeds))}
     w_train = 5.0
     t0 = time.time()
     settings = toyworld_table.NodeSettings(steps=a.steps, seed=0, batch_size=32, lr=0.0, samples_per_prompt=8)

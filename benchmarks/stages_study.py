@@ -20,7 +20,6 @@ count the teacher never used.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
@@ -59,16 +58,10 @@ def main(argv=None) -> dict:
 
     from benchmarks import toyworld_table
 
-    nodes_map = toyworld_table.setup()
+    nodes_map, model, clip, prompts, seeds = toyworld_table.held_out_study(a.validation_seeds, a.test_seeds)
     from toyworld import world
-    from toyworld.comfy_objects import load_toy_world
     from toyworld.evaluate import SamplingOptions, sample_and_score
 
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    model, clip, _ = load_toy_world()
-    prompts = world.HELD_OUT_CAPTIONS
-    seeds = {"validation": list(range(a.validation_seeds)),
-             "test": list(range(a.validation_seeds, a.validation_seeds + a.test_seeds))}
     t0 = time.time()
     bundles, train_s = {}, {}
     for arm in a.arms:

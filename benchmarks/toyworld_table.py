@@ -93,6 +93,21 @@ def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSett
     return out.args[0], out.args[1], time.time() - t0
 
 
+def held_out_study(validation_seeds: int, test_seeds: int):
+    """What the world-1 studies on held-out prompts share (dial, stages): the pack's nodes, the toy model and CLIP
+    at OMP_NUM_THREADS threads, the 18 held-out captions, and the noise seeds split into validation 0..V-1 and
+    test V..V+T-1. Returns (nodes_map, model, clip, prompts, seeds by split)."""
+    nodes_map = setup()
+    from toyworld import world
+    from toyworld.comfy_objects import load_toy_world
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    model, clip, _ = load_toy_world()
+    seeds = {"validation": list(range(validation_seeds)),
+             "test": list(range(validation_seeds, validation_seeds + test_seeds))}
+    return nodes_map, model, clip, world.HELD_OUT_CAPTIONS, seeds
+
+
 def scale_conditioning(s: float):
     """The paper's scaling baseline as a CONDITIONING transform: every prompt embedding times s."""
     return lambda cond: [[t * s, dict(d)] for t, d in cond]
