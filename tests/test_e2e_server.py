@@ -39,7 +39,7 @@ DICE_NODES = {
          "seed", "width", "height", "samples_per_prompt", "teacher_steps", "save_every", "filename_prefix",
          "gradient_checkpointing", "autocast"],
         ["clip", "resume_from", "latents", "conditioning", "negative", "frames", "negative_prompts", "guidance_range_min",
-         "guidance_range_max"],
+         "guidance_range_max", "timestep_stages"],
         ["DICE_REFINER", "IMAGE", "IMAGE"],
     ),
     "DiceToyWorldLoader": ("DICE Toy World Loader (demo model)", [], [], ["MODEL", "CLIP", "VAE"]),
