@@ -355,6 +355,12 @@ def _controls(section: dict) -> list[str]:
     return lines
 
 
+def _section_seconds(seconds: dict) -> list[str]:
+    lines = ["| section | minutes |", "|---|---|"]
+    lines += [f"| {name} | {s / 60:.1f} |" for name, s in seconds.items()]
+    return lines
+
+
 def write_benchmarks_md(results: dict, path: str) -> None:
     from benchmarks import toyworld_table
 
@@ -391,6 +397,9 @@ def write_benchmarks_md(results: dict, path: str) -> None:
             lines += _stages(section["stages"]) + [""]
         if "cost_curve" in section:
             lines += ["### Training cost curve (node loop, full-size SD1.5 UNet)", ""] + _cost(section["cost_curve"]) + [""]
+        if "section_seconds" in section:
+            lines += ["### What each section cost (wall time of its last run, `benchmarks/run_all.py`)", ""]
+            lines += _section_seconds(section["section_seconds"]) + [""]
     extra = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
     if os.path.exists(extra):
         lines += [open(extra).read()]
