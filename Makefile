@@ -3,7 +3,7 @@
 PY := .venv/bin/python
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup test families demo bench lint
+.PHONY: setup test families demo bench bench-studies lint
 
 setup:
 	@bash scripts/setup_env.sh all
@@ -26,6 +26,11 @@ demo:
 	@bash scripts/setup_env.sh 0.3.75
 	$(PY) -m scripts.demo
 
+# The headline (toy worlds 2 and 1) and the speed figures; bench-studies reruns the hour-long studies (controls, stages).
 bench:
 	@bash scripts/setup_env.sh 0.3.75
 	$(PY) -m benchmarks.run_all
+
+bench-studies:
+	@bash scripts/setup_env.sh 0.3.75
+	$(PY) -m benchmarks.run_all --studies
