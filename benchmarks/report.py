@@ -336,6 +336,8 @@ def _toyworld2(t: dict) -> list[str]:
         lines += ["", "Recovery of CFG's gain per refiner seed: " + "; ".join(
             f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])} (trained in {r['train_s']:.0f} s)"
             for k, r in base["recovery"].items()), ""]
+        if not base["settings_rows"]:  # measured on the first base model only
+            continue
         lines += ["| sampler | steps | cfg 1 | cfg w | DICE (seed 0) | recovery |", "|---|---|---|---|---|---|"]
         for r in base["settings_rows"]:
             lines.append(f"| {r['sampler']} | {r['steps']} | {r['cfg1']['accuracy']:.3f} | {r['cfg_w']['accuracy']:.3f} | "
