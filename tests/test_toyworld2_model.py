@@ -23,6 +23,20 @@ LONGEST = "an image with a small red square to the left of a small blue cross on
 
 
 # ----------------------------------------------------------------------------- pure torch
+def test_the_frozen_encoder_carries_held_out_scenes_to_a_small_readout():
+    """The diagnosis in toyworld/README.md: the encoder is not what keeps a base model from binding. A readout
+    trained 200 steps on clean training captions reads the whole scene (both objects' colour and shape, and the
+    axis) of held-out captions far above chance (1 in 648); untrained, it reads none."""
+    from toyworld import probe_encoder
+
+    encoder = ToyTextEncoder.load(ENCODER_PATH)
+    untrained = probe_encoder.probe(encoder, steps=0)["held_out"]
+    trained = probe_encoder.probe(encoder, steps=200)["held_out"]
+    assert untrained["whole_scene"] < 0.05
+    assert trained["whole_scene"] > 0.3  # measured 0.56 on one thread
+    assert trained["n"] == len(world2.VALIDATION_CAPTIONS)
+
+
 def test_world2_encoder_is_the_seeded_one_with_world2_shapes():
     shipped = ToyTextEncoder.load(ENCODER_PATH)
     assert shipped.vocabulary is world2
