@@ -327,6 +327,18 @@ def test_saturation_rate_counts_pixels_beyond_the_margin():
     assert world2.saturation_rate(img, margin=0.0).tolist() == [5 / 16, 0.0]
 
 
+def test_saturation_sites_split_saturation_between_objects_and_background():
+    img = -torch.ones(2, 3, 4, 4)  # 16 pixels: the fractions below are exact in float32
+    img[0, 0, 0, :3] = 1.6  # 3 lit pixels driven over
+    img[0, 0, 0, 3] = 0.9  # a lit pixel in range
+    img[0, 1, 1, :2] = -1.5  # 2 background pixels pushed under black
+    sites = world2.saturation_sites(img)
+    assert sites["on_objects"].tolist() == [3 / 16, 0.0]
+    assert sites["on_background"].tolist() == [2 / 16, 0.0]
+    assert sites["peak"].tolist() == [pytest.approx(1.6), -1.0]
+    assert torch.equal(sites["on_objects"] + sites["on_background"], world2.saturation_rate(img))
+
+
 def test_rejects_colours_off_the_palette_and_diagonal_pairs():
     img = _one_image([0, 2], [1, 0], [[6.0, 12.0], [18.0, 12.0]])
     orange = img.clone()

@@ -27,7 +27,9 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
                       positive_transform=None, negative=None) -> dict:
     """One image per (prompt, seed) with nodes.common_ksampler at world 2's 24x24 latent, analysed strictly.
     Returns rates over all pairs of METRICS (correct is the accuracy; binding, valid as world2.score defines
-    them), "saturation" (mean share of pixels out of range, before clamping), "rejected" (count per
+    them), "saturation" (mean share of pixels out of range, before clamping), "saturation_on_objects" and
+    "saturation_on_background" (the same share split by world2.saturation_sites), "peak" (the largest channel
+    value of any image), "rejected" (count per
     world2.REJECT_REASONS), "n", "seconds", "latents" (n * len(seeds), 4, 24, 24), row i * len(seeds) + j
     for (prompts[i], seeds[j]), and "analysis" and "scores", world2.analyse's and world2.score's per-image
     results in the same order."""
@@ -36,15 +38,20 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     specs = world2.caption_targets(prompts).repeat_interleave(len(seeds), 0)
     positive, negative = conditioning(clip_or_cond_fn, prompts, sampling, positive_transform, negative)
     latents, seconds = sample_latents(model, positive, negative, seeds, cfg, sampling, world2.RES)
-    analysis = world2.analyse(world2.latent_to_rgb(latents))
+    images = world2.latent_to_rgb(latents)
+    analysis = world2.analyse(images)
     scores = world2.score(analysis, specs)
+    sites = world2.saturation_sites(images)
     reasons = torch.bincount(analysis["reason"], minlength=len(world2.REJECT_REASONS))
     return {**{k: scores[k].float().mean().item() for k in METRICS},
             "saturation": analysis["saturation"].mean().item(),
+            "saturation_on_objects": sites["on_objects"].mean().item(),
+            "saturation_on_background": sites["on_background"].mean().item(), "peak": sites["peak"].max().item(),
             "rejected": {name: int(c) for name, c in zip(world2.REJECT_REASONS, reasons) if name != "ok"},
             "n": len(specs), "seconds": seconds, "latents": latents, "analysis": analysis, "scores": scores}
 
 
+SATURATION_KEYS = ("saturation", "saturation_on_objects", "saturation_on_background", "peak")
 CAPTION_SETS = {"validation": lambda: world2.VALIDATION_CAPTIONS, "training": world2.training_check_captions}
 
 
@@ -55,7 +62,7 @@ def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None 
     rows = []
     for cfg in cfgs:
         r = sample_and_score2(model, clip, CAPTION_SETS[captions](), seeds, cfg, sampling)
-        rows.append({"cfg": float(cfg), **{k: round(r[k], 4) for k in (*METRICS, "saturation")},
+        rows.append({"cfg": float(cfg), **{k: round(r[k], 4) for k in (*METRICS, *SATURATION_KEYS)},
                      "rejected": r["rejected"], "n": r["n"], "seconds": round(r["seconds"], 1)})
     return rows
 
@@ -63,7 +70,9 @@ def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None 
 def format_row(row: dict) -> str:
     return (f"cfg {row['cfg']:.1f}: accuracy {row['correct']:.3f} binding {row['binding']:.3f} valid {row['valid']:.3f} "
             f"relation {row['relation']:.3f} colour {row['colour']:.3f} shape {row['shape']:.3f} "
-            f"saturation {row['saturation']:.4f} (n={row['n']}, {row['seconds']:.0f}s; rejected {row['rejected']})")
+            f"saturation {row['saturation']:.4f} (objects {row.get('saturation_on_objects', float('nan')):.4f}, "
+            f"background {row.get('saturation_on_background', float('nan')):.4f}, peak {row.get('peak', float('nan')):.2f}) "
+            f"(n={row['n']}, {row['seconds']:.0f}s; rejected {row['rejected']})")
 
 
 def record_evaluation(path: str, rows: list[dict], command: str) -> None:

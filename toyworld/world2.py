@@ -545,6 +545,17 @@ def saturation_rate(img: torch.Tensor, margin: float = SATURATION_MARGIN) -> tor
     return out.float().mean((1, 2))
 
 
+def saturation_sites(img: torch.Tensor, margin: float = SATURATION_MARGIN) -> dict:
+    """Where an image's out-of-range pixels are (saturation_rate's pixels): (N,) shares of all pixels that are out
+    of range and lit (on an object) or unlit (background), and (N,) the largest channel value. CFG's side effect
+    in this world is over-driven objects, not a background pushed below black, and this tells the two apart."""
+    img = img.float()
+    out = (img.abs() > 1 + margin).any(1)
+    lit = ((img + 1) / 2).amax(1) > LIT_THRESHOLD
+    return {"on_objects": (out & lit).float().mean((1, 2)), "on_background": (out & ~lit).float().mean((1, 2)),
+            "peak": img.amax((1, 2, 3))}
+
+
 def _components(lit: torch.Tensor) -> torch.Tensor:
     """8-connected components: (N, H, W) bool -> (N, H, W) long, 0 off the mask, else the largest flat pixel
     index + 1 within the component (unique per image)."""
