@@ -153,6 +153,13 @@ def test_sample_and_score2_smoke(world2_objects):
     r = sample_and_score2(model, clip, world2.VALIDATION_CAPTIONS[:2], [0], 2.0, SamplingOptions(steps=2))
     assert r["latents"].shape == (2, 4, 24, 24) and r["n"] == 2
     assert all(0.0 <= r[k] <= 1.0 for k in METRICS) and sum(r["rejected"].values()) <= 2
+    # the saturation split adds up, and the clamped view is computed from the same images
+    # (each is a float32 mean of at most 2 * 576 flags: rounding is below 1e-7 per mean)
+    assert r["saturation_on_objects"] + r["saturation_on_background"] == pytest.approx(r["saturation"], abs=1e-6)
+    images = world2.latent_to_rgb(r["latents"])
+    assert r["peak"] == images.max().item()
+    clamped = world2.score(world2.analyse(images.clamp(-1, 1)), world2.caption_targets(world2.VALIDATION_CAPTIONS[:2]))
+    assert r["binding_if_clamped"] == clamped["binding"].float().mean().item()
 
 
 def test_resumed_world2_training_equals_one_run(world2_objects, tmp_path):

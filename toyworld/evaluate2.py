@@ -29,7 +29,8 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     Returns rates over all pairs of METRICS (correct is the accuracy; binding, valid as world2.score defines
     them), "saturation" (mean share of pixels out of range, before clamping), "saturation_on_objects" and
     "saturation_on_background" (the same share split by world2.saturation_sites), "peak" (the largest channel
-    value of any image), "rejected" (count per
+    value of any image), "correct_if_clamped", "binding_if_clamped" and "valid_if_clamped" (a diagnostic: the
+    rates on the images clamped to [-1, 1], which hides over-driven pixels), "rejected" (count per
     world2.REJECT_REASONS), "n", "seconds", "latents" (n * len(seeds), 4, 24, 24), row i * len(seeds) + j
     for (prompts[i], seeds[j]), and "analysis" and "scores", world2.analyse's and world2.score's per-image
     results in the same order."""
@@ -42,16 +43,21 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     analysis = world2.analyse(images)
     scores = world2.score(analysis, specs)
     sites = world2.saturation_sites(images)
+    # A diagnostic, never a score: the same images clamped to [-1, 1], as a VAE decode to 8-bit would show them, so
+    # that "over-driven but right" is told apart from "wrong" (the strict analyser rejects both).
+    if_clamped = world2.score(world2.analyse(images.clamp(-1, 1)), specs)
     reasons = torch.bincount(analysis["reason"], minlength=len(world2.REJECT_REASONS))
     return {**{k: scores[k].float().mean().item() for k in METRICS},
             "saturation": analysis["saturation"].mean().item(),
             "saturation_on_objects": sites["on_objects"].mean().item(),
             "saturation_on_background": sites["on_background"].mean().item(), "peak": sites["peak"].max().item(),
+            **{f"{k}_if_clamped": if_clamped[k].float().mean().item() for k in ("correct", "binding", "valid")},
             "rejected": {name: int(c) for name, c in zip(world2.REJECT_REASONS, reasons) if name != "ok"},
             "n": len(specs), "seconds": seconds, "latents": latents, "analysis": analysis, "scores": scores}
 
 
-SATURATION_KEYS = ("saturation", "saturation_on_objects", "saturation_on_background", "peak")
+SATURATION_KEYS = ("saturation", "saturation_on_objects", "saturation_on_background", "peak", "correct_if_clamped",
+                   "binding_if_clamped", "valid_if_clamped")
 CAPTION_SETS = {"validation": lambda: world2.VALIDATION_CAPTIONS, "training": world2.training_check_captions}
 
 
@@ -70,8 +76,10 @@ def validation_table(model, clip, seeds, cfgs, sampling: SamplingOptions | None 
 def format_row(row: dict) -> str:
     return (f"cfg {row['cfg']:.1f}: accuracy {row['correct']:.3f} binding {row['binding']:.3f} valid {row['valid']:.3f} "
             f"relation {row['relation']:.3f} colour {row['colour']:.3f} shape {row['shape']:.3f} "
-            f"saturation {row['saturation']:.4f} (objects {row.get('saturation_on_objects', float('nan')):.4f}, "
-            f"background {row.get('saturation_on_background', float('nan')):.4f}, peak {row.get('peak', float('nan')):.2f}) "
+            f"saturation {row['saturation']:.4f} (objects {row['saturation_on_objects']:.4f}, "
+            f"background {row['saturation_on_background']:.4f}, peak {row['peak']:.2f}); "
+            f"clamped to [-1, 1]: accuracy {row['correct_if_clamped']:.3f} binding "
+            f"{row['binding_if_clamped']:.3f} valid {row['valid_if_clamped']:.3f} "
             f"(n={row['n']}, {row['seconds']:.0f}s; rejected {row['rejected']})")
 
 
