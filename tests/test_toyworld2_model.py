@@ -162,6 +162,20 @@ def test_sample_and_score2_smoke(world2_objects):
     assert r["binding_if_clamped"] == clamped["binding"].float().mean().item()
 
 
+def test_world2_evaluation_gives_each_caption_its_own_noise_and_every_method_the_same(world2_objects):
+    """With 1 to 4 seeds, a noise image shared by all captions would make the captions one draw, and an interval
+    over captions too narrow: the same caption twice must come out as two samples, and again as the same two."""
+    from toyworld.evaluate import SamplingOptions
+    from toyworld.evaluate2 import sample_and_score2
+
+    co, (model, clip, vae) = world2_objects
+    twice = [world2.VALIDATION_CAPTIONS[0]] * 2
+    first = sample_and_score2(model, clip, twice, [3], 1.0, SamplingOptions(steps=2))["latents"]
+    again = sample_and_score2(model, clip, twice, [3], 1.0, SamplingOptions(steps=2))["latents"]
+    assert not torch.equal(first[0], first[1])
+    assert torch.equal(first, again)
+
+
 def test_resumed_world2_training_equals_one_run(world2_objects, tmp_path):
     from safetensors.torch import load_file
 

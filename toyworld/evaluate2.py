@@ -38,7 +38,9 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     prompts, seeds = list(prompts), list(seeds)
     specs = world2.caption_targets(prompts).repeat_interleave(len(seeds), 0)
     positive, negative = conditioning(clip_or_cond_fn, prompts, sampling, positive_transform, negative)
-    latents, seconds = sample_latents(model, positive, negative, seeds, cfg, sampling, world2.RES)
+    # Each caption its own noise: world 2 is scored on 1 to 4 seeds, and one shared noise image per seed would make
+    # all 102 captions one draw of where the objects go.
+    latents, seconds = sample_latents(model, positive, negative, seeds, cfg, sampling, world2.RES, noise_per_prompt=True)
     images = world2.latent_to_rgb(latents)
     analysis = world2.analyse(images)
     scores = world2.score(analysis, specs)
