@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from benchmarks import common
+from benchmarks import common, toyworld_table
 
 GUIDANCE_SCALES = (3.0, 5.0, 7.0, 9.0)
 # Dial refiners to choose from on validation: "steps:low-high:samples[:edges]", the node's steps,
@@ -43,7 +43,7 @@ def parse_candidate(text: str) -> tuple[int, tuple[float, float], int, str]:
     """(steps, (low, high), samples per prompt, timestep stages as the node's text) of a candidate."""
     steps, span, samples, *stages = text.split(":")
     low, high = span.split("-")
-    return int(steps), (float(low), float(high)), int(samples), ", ".join(stages[0].split("/")) if stages else ""
+    return int(steps), (float(low), float(high)), int(samples), toyworld_table.stage_edges_text(stages)
 STRENGTHS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
 
 
@@ -74,7 +74,6 @@ def main(argv=None) -> dict:
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from benchmarks import toyworld_table
 
     nodes_map, model, clip, prompts, seeds = toyworld_table.held_out_study(a.validation_seeds, a.test_seeds)
     from toyworld import world

@@ -193,10 +193,8 @@ def main() -> None:
             figures = controls(read_results().get(key, {}).get("controls"), a.controls)
         else:
             figures = globals()[name](a.device)
-        results = record_section(key, name, figures, stamp)
-        # Each section's wall time, so that what `make bench` costs is measured per section, not guessed.
-        results = record_section(key, "section_seconds", {**results[key].get("section_seconds", {}),
-                                                          name: round(time.time() - started, 1)}, {})
+        # With its wall time, so that what `make bench` costs is measured per section, not guessed.
+        results = record_section(key, name, figures, stamp, seconds=time.time() - started)
     write_benchmarks_md(results, BENCHMARKS_MD)
     print(f"wrote {RESULTS} and BENCHMARKS.md")
 
@@ -205,7 +203,7 @@ def read_results() -> dict:
     return json.load(open(RESULTS)) if os.path.exists(RESULTS) else {}
 
 
-def record_section(key: str, name: str, figures, stamp: dict) -> dict:
+def record_section(key: str, name: str, figures, stamp: dict, seconds: float | None = None) -> dict:
     """Write one study's figures into results.json as it is on disk now, not as it was when this run started: two
     `--only` runs side by side (each over an hour) then keep each other's figures. Written atomically, so a reader
     never sees half a file."""
@@ -213,6 +211,8 @@ def record_section(key: str, name: str, figures, stamp: dict) -> dict:
     section = results.setdefault(key, {})
     section.update(stamp)
     section[name] = figures
+    if seconds is not None:
+        section.setdefault("section_seconds", {})[name] = round(seconds, 1)
     tmp = RESULTS + ".tmp"
     with open(tmp, "w") as f:
         json.dump(results, f, indent=1)

@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from benchmarks import common
+from benchmarks import common, toyworld_table
 from benchmarks.dial_study import bootstrap_recovery
 from benchmarks.negative_study import bootstrap_mean
 
@@ -49,7 +49,7 @@ IMAGE_PX = 192  # world 2's 24x24 latent
 def parse_candidate(text: str) -> tuple[str, int, str]:
     """(recipe, steps, timestep stages as the node's text, "" for one stage) of a candidate."""
     recipe, steps, *stages = text.split(":")
-    return recipe, int(steps), ", ".join(stages[0].split("/")) if stages else ""
+    return recipe, int(steps), toyworld_table.stage_edges_text(stages)
 
 
 def recovery(dice: float, cfg1: float, cfg_w: float) -> float:
@@ -113,7 +113,6 @@ def main(argv=None) -> dict:
     p.add_argument("--json")
     a = p.parse_args(argv)
 
-    from benchmarks import toyworld_table
 
     nodes_map = toyworld_table.setup()
     from toyworld import comfy_objects, world2

@@ -93,6 +93,12 @@ def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSett
     return out.args[0], out.args[1], time.time() - t0
 
 
+def stage_edges_text(fields: list[str]) -> str:
+    """A candidate's optional stage field ("0.08/0.24/0.5", slashes because ':' and ',' separate other fields) as
+    DICE Train Refiner's timestep_stages text; no field: "", one stage."""
+    return ", ".join(fields[0].split("/")) if fields else ""
+
+
 def held_out_study(validation_seeds: int, test_seeds: int):
     """What the world-1 studies on held-out prompts share (dial, stages): the pack's nodes, the toy model and CLIP
     at OMP_NUM_THREADS threads, the 18 held-out captions, and the noise seeds split into validation 0..V-1 and

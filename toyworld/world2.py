@@ -539,10 +539,14 @@ def _template_bank() -> tuple[torch.Tensor, torch.Tensor]:
     return t.reshape(len(grid), -1), grid
 
 
+def _out_of_range(img: torch.Tensor, margin: float) -> torch.Tensor:
+    """(N, 3, H, W) -> (N, H, W) bool: pixels with a channel outside [-1 - margin, 1 + margin]."""
+    return (img.float().abs() > 1 + margin).any(1)
+
+
 def saturation_rate(img: torch.Tensor, margin: float = SATURATION_MARGIN) -> torch.Tensor:
     """(N, 3, H, W) before clamping -> (N,) fraction of pixels with a channel outside [-1 - margin, 1 + margin]."""
-    out = (img.float().abs() > 1 + margin).any(1)
-    return out.float().mean((1, 2))
+    return _out_of_range(img, margin).float().mean((1, 2))
 
 
 def saturation_sites(img: torch.Tensor, margin: float = SATURATION_MARGIN) -> dict:
@@ -550,7 +554,7 @@ def saturation_sites(img: torch.Tensor, margin: float = SATURATION_MARGIN) -> di
     of range and lit (on an object) or unlit (background), and (N,) the largest channel value. CFG's side effect
     in this world is over-driven objects, not a background pushed below black, and this tells the two apart."""
     img = img.float()
-    out = (img.abs() > 1 + margin).any(1)
+    out = _out_of_range(img, margin)
     lit = ((img + 1) / 2).amax(1) > LIT_THRESHOLD
     return {"on_objects": (out & lit).float().mean((1, 2)), "on_background": (out & ~lit).float().mean((1, 2)),
             "peak": img.amax((1, 2, 3))}
