@@ -59,9 +59,10 @@ def build_full(family: str, dtype=torch.float32, seed: int = 0, device: str = "c
 
 def write_json(result: dict, path: str | None) -> dict:
     """A study's --json output: the result written to path when one is given, and returned either way."""
-    if path:
-        with open(path, "w", encoding="utf-8") as f:
+    if path:  # atomic: a study that checkpoints here must not leave half a file when it is stopped mid-write
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
             json.dump(result, f, indent=1)
+        os.replace(path + ".tmp", path)
     return result
 
 
