@@ -33,7 +33,7 @@ def setup():
 
 @dataclass(frozen=True)
 class NodeSettings:
-    """The DICE Train Refiner inputs this table varies; the rest are the teacher's (cfg 5, euler 20, 128 px)."""
+    """The DICE Train Refiner inputs this table varies; the rest are the teacher's (euler 20)."""
 
     steps: int
     seed: int
@@ -46,6 +46,7 @@ class NodeSettings:
     guidance_range: tuple[float, float] = (0.0, 0.0)  # the dial's range of w; (0, 0): one scale, the paper's refiner
     image_px: int = 128  # the teacher's image size: world 1's 16x16 latent; world 2's 24x24 is 192
     timestep_stages: str = ""  # timestep-aware refinement's stage edges, as the node's text; "": one stage
+    guidance_scale: float = 5.0  # the teacher's cfg: world 1's 5; world 2's is toyworld2_table.TEACHER_W
 
 
 @contextlib.contextmanager
@@ -84,7 +85,7 @@ def train_refiner_with_node(nodes_map, model, clip, captions, settings: NodeSett
     with torch.inference_mode(), console_progress(settings.steps):  # inference mode: as ComfyUI's executor runs nodes
         out = node.execute(
             model, clip=clip, prompts="\n".join(captions), prompts_file="(none)", steps=settings.steps,
-            batch_size=settings.batch_size, guidance_scale=5.0, recipe=settings.recipe, learning_rate=settings.lr,
+            batch_size=settings.batch_size, guidance_scale=settings.guidance_scale, recipe=settings.recipe, learning_rate=settings.lr,
             loss=settings.loss, seed=settings.seed, width=settings.image_px, height=settings.image_px, samples_per_prompt=settings.samples_per_prompt,
             teacher_steps=20, save_every=0, filename_prefix="toyworld_bench", gradient_checkpointing=False, autocast="none",
             negative_prompts=settings.negative_prompts, guidance_range_min=settings.guidance_range[0],

@@ -63,3 +63,44 @@ def test_bench_studies_runs_the_studies_and_leaves_the_cpu_date(tmp_path, monkey
     assert calls == list(run_all.STUDIES)
     cpu = json.loads((tmp_path / "results.json").read_text())["cpu"]
     assert "date" not in cpu  # the studies carry their own dates
+
+
+def test_toyworld2_table_resumes_only_a_run_of_the_same_settings_and_files(tmp_path):
+    """The table checkpoints after each base model (about an hour of work each); --resume must go on from a
+    checkpoint of the same settings and base files, and must not reuse one made with other settings or weights."""
+    from benchmarks import toyworld2_table
+    from toyworld.train_base import _sha256
+
+    base, second = tmp_path / "base.safetensors", tmp_path / "base_seed1.safetensors"
+    base.write_bytes(b"weights of base seed 0")
+    second.write_bytes(b"weights of base seed 1")
+    settings = toyworld2_table.run_settings(argparse_namespace())
+    checkpoint = tmp_path / "partial.json"
+    done = {"settings": settings, "bases": [{"file": base.name, "sha256": _sha256(str(base))}],
+            "validation": {"chosen": {}}, "seconds": 10.0}
+    checkpoint.write_text(json.dumps(done))
+    # the first base model is done: a run over both goes on with the second
+    assert toyworld2_table.resumable(str(checkpoint), settings, [str(base), str(second)]) == done
+    assert toyworld2_table.resumable(str(checkpoint), settings, [str(base)]) == done
+    assert toyworld2_table.resumable(str(tmp_path / "none.json"), settings, [str(base)]) is None
+    other_seeds = toyworld2_table.run_settings(argparse_namespace(test_seeds=1))
+    assert toyworld2_table.resumable(str(checkpoint), other_seeds, [str(base)]) is None
+    assert toyworld2_table.resumable(str(checkpoint), settings, [str(second), str(base)]) is None  # another order
+    base.write_bytes(b"weights retrained")  # the same name, other weights
+    assert toyworld2_table.resumable(str(checkpoint), settings, [str(base)]) is None
+    # every base model finished: a resumed run returns the checkpoint's result without sampling anything
+    base.write_bytes(b"weights of base seed 0")
+    argv = ["--bases", str(base), "--json", str(checkpoint), "--resume"]
+    assert toyworld2_table.main(argv)["bases"] == done["bases"]
+
+
+def argparse_namespace(**overrides):
+    """toyworld2_table's parsed arguments at their defaults, with overrides."""
+    import argparse
+
+    from benchmarks import toyworld2_table
+
+    defaults = {"candidates": list(toyworld2_table.CANDIDATES), "validation_seeds": 2, "test_seeds": 2,
+                "refiner_seeds": list(toyworld2_table.REFINER_SEEDS), "refiner_captions": toyworld2_table.REFINER_CAPTIONS,
+                "samples_per_prompt": toyworld2_table.SAMPLES_PER_PROMPT, "captions": 0}
+    return argparse.Namespace(**{**defaults, **overrides})
