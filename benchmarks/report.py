@@ -332,7 +332,8 @@ def _toyworld2(t: dict) -> list[str]:
                   "| method | accuracy | 95% interval | binding | valid | Fréchet | diversity | saturation |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, r in base["methods"].items():
-            lines.append(f"| {name} | **{r['accuracy']:.3f}** | {_ci(r['accuracy_ci95'])} | {r['binding']:.3f} | {r['valid']:.3f} | "
+            label = f"{name} (teacher)" if name == f"cfg{t['teacher_w']:g}" else name
+            lines.append(f"| {label} | **{r['accuracy']:.3f}** | {_ci(r['accuracy_ci95'])} | {r['binding']:.3f} | {r['valid']:.3f} | "
                          f"{r['frechet']:.3f} | {r['diversity']:.3f} | {r['saturation']:.4f} |")
         lines += ["", "Recovery of CFG's gain per refiner seed: " + "; ".join(
             f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])}, in binding {r.get('binding_recovery', float('nan')):.2f} "

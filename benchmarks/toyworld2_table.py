@@ -13,13 +13,18 @@ For each shipped world-2 base model (one per base seed), on ComfyUI's own sample
    binding, the exact Fréchet distance of fitted object parameters to rendered truth, diversity across seeds
    and saturation. Recovery = (DICE - cfg 1) / (cfg w - cfg 1) in accuracy, per refiner seed, with its interval.
 3. Beyond the teacher's settings (the refiners were trained on euler, 20 steps): cfg 1, cfg w and DICE (refiner
-   seed 0) under dpmpp_2m at 20 steps and euler at 10 and 30 steps, on the test captions, on the first base
-   model only (each row samples the whole test set three times; `make bench` must stay under 90 minutes).
+   seed 0) under dpmpp_2m at 20 steps and euler at 10 and 30 steps, on the test captions, on the validation's
+   base model only (each row samples the whole test set three times; `make bench` must stay under 90 minutes).
 
     OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.toyworld2_table [--json out.json [--resume]]
 
 With --json the file is rewritten after each base model, and --resume keeps the validation choice and the finished
-base models of an earlier run with the same settings and the same base files, so an interrupted run goes on.
+base models of an earlier run with the same settings, code and base files, so an interrupted run goes on. Two base
+models can be measured side by side, one per core, and joined:
+
+    ... toyworld2_table --bases BASE0 --json a.json                      # validation, then base 0; prints the choice
+    ... toyworld2_table --bases BASE1 --chosen CANDIDATE STRENGTH SCALE --json b.json
+    ... toyworld2_table --json a.json --resume --earlier b.json          # joins them (checks the choice), samples nothing
 """
 
 from __future__ import annotations
@@ -43,9 +48,12 @@ TEACHER_W = 3.0
 OVERDRIVEN_W = 5.0
 STRENGTHS = (1.0, 1.25, 1.5)
 SCALES = (1.5, 2.0, 3.0)
-# recipe:steps[:stage edges], tried on validation; the first is the cheapest, and the paper's architecture: a staged
-# candidate has to measure better on validation to be chosen (issue 13, item 6)
-CANDIDATES = ("dice-pack:600", "dice-pack:600:0.08/0.24/0.5")
+# recipe:steps[:stage edges], tried on validation; the first is the cheapest, and the paper's architecture. A
+# timestep-staged candidate (e.g. "dice-pack:600:0.08/0.24/0.5", issue 13's item 6) can be added with --candidates:
+# it is not in make bench's default because its training ran at 4.8 s a step against 1.2 s for the single refiner
+# (world 2, one thread, a training run on the other core), 48 minutes against 12, more than make bench's 90 minutes
+# could hold beside the test split
+CANDIDATES = ("dice-pack:600",)
 REFINER_SEEDS = (0, 1)
 TEST_SEED_START = 1000  # test noise seeds never overlap validation's 0..V-1
 SETTINGS_ROWS = (("dpmpp_2m", 20), ("euler", 10), ("euler", 30))
@@ -107,29 +115,60 @@ def refine_with(refine_node, bundle, strength: float):
     return lambda cond: refine_node.execute(cond, bundle, strength).args[0]
 
 
+# The code a table's figures depend on: earlier work is reused only when none of it has changed since.
+MEASURED_CODE = ("dice_core", "dice_comfy", "nodes", "toyworld", "benchmarks/toyworld2_table.py", "benchmarks/toyworld_table.py")
+
+
+def code_sha256() -> str:
+    """One sha256 over the Python sources in MEASURED_CODE, in a fixed order."""
+    import hashlib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files = []
+    for entry in MEASURED_CODE:
+        path = os.path.join(root, entry)
+        if os.path.isfile(path):
+            files.append(path)
+        for folder, _, names in sorted(os.walk(path)):
+            files += [os.path.join(folder, n) for n in sorted(names) if n.endswith(".py")]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(os.path.relpath(path, root).encode() + b"\0")
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
 def run_settings(a) -> dict:
-    """What a run's figures depend on besides the base files; --resume reuses an earlier run's only where these are
-    equal and its finished base models are the same files."""
-    return {"teacher_w": TEACHER_W, "candidates": list(a.candidates), "strengths": list(STRENGTHS), "scales": list(SCALES),
+    """What a run's figures depend on besides the base files: earlier work is reused only where these are equal,
+    the code included, and its finished base models are the same files."""
+    return {"code_sha256": code_sha256(), "teacher_w": TEACHER_W, "candidates": list(a.candidates), "strengths": list(STRENGTHS), "scales": list(SCALES),
             "validation_seeds": a.validation_seeds, "test_seeds": a.test_seeds, "refiner_seeds": list(a.refiner_seeds),
             "refiner_captions": a.refiner_captions, "samples_per_prompt": a.samples_per_prompt, "captions": a.captions}
 
 
-def resumable(path: str | None, settings: dict, bases: list[str]) -> dict | None:
-    """An earlier run's partial result at path, if it was made with these settings and its finished base models are
-    the first of `bases`, byte for byte (None otherwise)."""
-    from toyworld.train_base import _sha256
-
-    if not path or not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        earlier = json.load(f)
-    finished = earlier.get("bases", [])
-    same_files = len(finished) <= len(bases) and all(b.get("sha256") == _sha256(base_path) for b, base_path in zip(finished, bases))
-    if earlier.get("settings") != settings or not same_files:
-        print(f"not resuming: {path} was made with other settings or base files", flush=True)
-        return None
-    return earlier
+def earlier_work(paths: list[str], settings: dict) -> tuple[dict | None, dict[str, dict]]:
+    """From earlier result files of the same settings: the validation (with its choice) and the finished base models,
+    keyed by the sha256 of their file, so a retrained file is measured again. Files of other settings are left out,
+    with a line that says so. A base model measured with another choice than the validation's is an error: its
+    figures would not belong in one table."""
+    validation, finished = None, {}
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+        if earlier.get("settings") != settings:
+            print(f"not resuming from {path}: it was made with other settings", flush=True)
+            continue
+        validation = validation or earlier.get("validation")
+        for base in earlier.get("bases", []):
+            # a file from before per-base seconds holds one base model, so the file's seconds are that base's
+            finished.setdefault(base["sha256"], {"seconds": earlier.get("seconds", float("nan")), **base})
+    for base in finished.values():
+        if validation and base.get("chosen", validation["chosen"]) != validation["chosen"]:
+            raise SystemExit(f"{base['file']} was measured with {base['chosen']}, but validation chose {validation['chosen']}")
+    return validation, finished
 
 
 def main(argv=None) -> dict:
@@ -147,6 +186,12 @@ def main(argv=None) -> dict:
                    help="use only the first N validation and test captions (0: all 102 each); for quick checks")
     p.add_argument("--json", help="write the result here, after each base model too")
     p.add_argument("--resume", action="store_true", help="go on from --json's partial result of the same settings")
+    p.add_argument("--earlier", nargs="+", default=[],
+                   help="result files of the same settings, e.g. of base models measured by another process: their "
+                        "validation and finished base models are used, and the others measured")
+    p.add_argument("--chosen", nargs=3, metavar=("CANDIDATE", "STRENGTH", "SCALE"),
+                   help="skip validation and use this choice, printed by a validation run of the same settings: to "
+                        "measure a second base model in another process; --earlier checks it when the files are joined")
     a = p.parse_args(argv)
     if a.resume and not a.json:
         p.error("--resume needs --json, the file to go on from")
@@ -162,7 +207,6 @@ def main(argv=None) -> dict:
     limit = a.captions or None
     validation_captions, test_captions = world2.VALIDATION_CAPTIONS[:limit], world2.TEST_CAPTIONS[:limit]
     settings = run_settings(a)
-    t0 = time.time()
 
     def train(model, clip, candidate: str, seed: int):
         recipe, steps, stages = parse_candidate(candidate)
@@ -172,17 +216,27 @@ def main(argv=None) -> dict:
         bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, captions, node_settings)
         return bundle, seconds
 
-    earlier = resumable(a.json, settings, bases) if a.resume else None
-    result = earlier or {"teacher_w": TEACHER_W, "refiner_captions": a.refiner_captions,
-                         "samples_per_prompt": a.samples_per_prompt, "validation_pairs": len(validation_captions) * a.validation_seeds,
-                         "test_pairs": len(test_captions) * a.test_seeds, "bases": [], "settings": settings, "seconds": 0.0}
-    chosen = result.get("validation", {}).get("chosen")
-    for base_path in bases[len(result["bases"]):]:
+    validation, finished = earlier_work(([a.json] if a.resume else []) + a.earlier, settings)
+    given = a.chosen and {"candidate": a.chosen[0], "strength": float(a.chosen[1]), "scale": float(a.chosen[2])}
+    if validation and given and given != validation["chosen"]:
+        p.error(f"--chosen {given} is not the earlier validation's choice, {validation['chosen']}")
+    chosen = validation["chosen"] if validation else given
+    result = {"teacher_w": TEACHER_W, "refiner_captions": a.refiner_captions, "samples_per_prompt": a.samples_per_prompt,
+              "validation_pairs": len(validation_captions) * a.validation_seeds,
+              "test_pairs": len(test_captions) * a.test_seeds, "bases": [], "settings": settings,
+              **({"validation": validation} if validation else {})}
+    for base_path in bases:
+        sha256 = _sha256(base_path)
+        if sha256 in finished:  # measured by an earlier run of the same settings
+            result["bases"].append(finished[sha256])
+            continue
+        t0 = time.time()
         model, clip, _ = comfy_objects.load_toy_world2(base_path)
         base = {"file": os.path.basename(base_path), "base_seed": comfy_objects.read_metadata(base_path).get("seed"),
-                "sha256": _sha256(base_path)}
+                "sha256": sha256}
         trained: dict[tuple[str, int], tuple] = {}  # (candidate, refiner seed): (bundle, seconds)
-        if chosen is None:
+        validated_here = chosen is None
+        if validated_here:
             val = Sampler(model, clip, validation_captions, range(a.validation_seeds))
             cfg1, cfg_w = val.run(1.0), val.run(TEACHER_W)
             scores = {}
@@ -217,19 +271,22 @@ def main(argv=None) -> dict:
         print(json.dumps({"base": base["file"], "recovery": base["recovery"]}), flush=True)
         settings_rows = []
         dice0 = refine_with(refine_node, refiners[a.refiner_seeds[0]], chosen["strength"])
-        for sampler, n_steps in SETTINGS_ROWS if not result["bases"] else ():  # the first base model only
+        # on the validation's base model only: each row samples the test set three times
+        for sampler, n_steps in SETTINGS_ROWS if validated_here else ():
             rows = {name: test.run(cfg, transform, sampler, n_steps)
                     for name, cfg, transform in (("cfg1", 1.0, None), ("cfg_w", TEACHER_W, None), ("DICE", 1.0, dice0))}
             settings_rows.append({"sampler": sampler, "steps": n_steps, **{k: public(v) for k, v in rows.items()},
                                   "recovery": recovery(rows["DICE"]["accuracy"], rows["cfg1"]["accuracy"], rows["cfg_w"]["accuracy"])})
             print(json.dumps({"sampler": sampler, "steps": n_steps, "recovery": settings_rows[-1]["recovery"]}), flush=True)
-        base["settings_rows"] = settings_rows
+        base.update(settings_rows=settings_rows, chosen=chosen, seconds=time.time() - t0)
         result["bases"].append(base)
-        # the wall time of every process that worked on this result, the earlier ones' included
-        result["seconds"] += time.time() - t0
-        t0 = time.time()
-        common.write_json(result, a.json)  # a checkpoint: --resume goes on from here
-    return common.write_json(result, a.json)
+        common.write_json(with_total_seconds(result), a.json)  # a checkpoint: --resume goes on from here
+    return common.write_json(with_total_seconds(result), a.json)
+
+
+def with_total_seconds(result: dict) -> dict:
+    """The wall time of all the work in the table, whichever process did it (processes side by side add up)."""
+    return {**result, "seconds": sum(base["seconds"] for base in result["bases"])}
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+import pytest
+
 from benchmarks import run_all
 
 
@@ -65,9 +67,10 @@ def test_bench_studies_runs_the_studies_and_leaves_the_cpu_date(tmp_path, monkey
     assert "date" not in cpu  # the studies carry their own dates
 
 
-def test_toyworld2_table_resumes_only_a_run_of_the_same_settings_and_files(tmp_path):
-    """The table checkpoints after each base model (about an hour of work each); --resume must go on from a
-    checkpoint of the same settings and base files, and must not reuse one made with other settings or weights."""
+def test_toyworld2_table_goes_on_only_from_work_of_the_same_settings_and_files(tmp_path):
+    """The table checkpoints after each base model (about an hour of work each), and base models can be measured by
+    two processes and joined. Earlier work must be used only where its settings and base files (sha256) are the
+    same, and a base model measured with another choice than the validation's must not join the table."""
     from benchmarks import toyworld2_table
     from toyworld.train_base import _sha256
 
@@ -75,23 +78,31 @@ def test_toyworld2_table_resumes_only_a_run_of_the_same_settings_and_files(tmp_p
     base.write_bytes(b"weights of base seed 0")
     second.write_bytes(b"weights of base seed 1")
     settings = toyworld2_table.run_settings(argparse_namespace())
-    checkpoint = tmp_path / "partial.json"
-    done = {"settings": settings, "bases": [{"file": base.name, "sha256": _sha256(str(base))}],
-            "validation": {"chosen": {}}, "seconds": 10.0}
-    checkpoint.write_text(json.dumps(done))
-    # the first base model is done: a run over both goes on with the second
-    assert toyworld2_table.resumable(str(checkpoint), settings, [str(base), str(second)]) == done
-    assert toyworld2_table.resumable(str(checkpoint), settings, [str(base)]) == done
-    assert toyworld2_table.resumable(str(tmp_path / "none.json"), settings, [str(base)]) is None
+    chosen = {"candidate": "dice-pack:600", "strength": 1.25, "scale": 2.0}
+    first_run, second_run = tmp_path / "partial.json", tmp_path / "second.json"
+    first = {"file": base.name, "sha256": _sha256(str(base)), "seconds": 10.0}
+    first_run.write_text(json.dumps({"settings": settings, "bases": [first], "validation": {"chosen": chosen}}))
+    measured = {"file": second.name, "sha256": _sha256(str(second)), "seconds": 5.0, "chosen": chosen}
+    second_run.write_text(json.dumps({"settings": settings, "bases": [measured]}))
+
+    validation, finished = toyworld2_table.earlier_work([str(first_run), str(second_run)], settings)
+    assert validation == {"chosen": chosen} and finished == {first["sha256"]: first, measured["sha256"]: measured}
+    assert toyworld2_table.earlier_work([str(tmp_path / "none.json")], settings) == (None, {})
     other_seeds = toyworld2_table.run_settings(argparse_namespace(test_seeds=1))
-    assert toyworld2_table.resumable(str(checkpoint), other_seeds, [str(base)]) is None
-    assert toyworld2_table.resumable(str(checkpoint), settings, [str(second), str(base)]) is None  # another order
-    base.write_bytes(b"weights retrained")  # the same name, other weights
-    assert toyworld2_table.resumable(str(checkpoint), settings, [str(base)]) is None
-    # every base model finished: a resumed run returns the checkpoint's result without sampling anything
-    base.write_bytes(b"weights of base seed 0")
-    argv = ["--bases", str(base), "--json", str(checkpoint), "--resume"]
-    assert toyworld2_table.main(argv)["bases"] == done["bases"]
+    assert toyworld2_table.earlier_work([str(first_run)], other_seeds) == (None, {})
+    # a base model measured with another choice than the validation's
+    second_run.write_text(json.dumps({"settings": settings, "bases": [{**measured, "chosen": {**chosen, "scale": 3.0}}]}))
+    with pytest.raises(SystemExit, match="validation chose"):
+        toyworld2_table.earlier_work([str(first_run), str(second_run)], settings)
+    second_run.write_text(json.dumps({"settings": settings, "bases": [measured]}))
+    # both base models done: the joined table comes back without sampling anything, base seed 0 first
+    argv = ["--bases", str(base), str(second), "--json", str(first_run), "--resume", "--earlier", str(second_run)]
+    joined = toyworld2_table.main(argv)
+    assert joined["bases"] == [first, measured] and joined["seconds"] == 15.0
+    assert json.loads(first_run.read_text())["bases"] == [first, measured]
+    # a retrained file (same name, other weights) is not taken for the measured one: this one would be sampled
+    second.write_bytes(b"weights retrained")
+    assert _sha256(str(second)) not in toyworld2_table.earlier_work([str(second_run)], settings)[1]
 
 
 def argparse_namespace(**overrides):
