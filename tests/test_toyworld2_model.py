@@ -136,7 +136,11 @@ def test_load_toy_world2_samples_with_ksampler(world2_objects):
 
     co, (model, clip, vae) = world2_objects
     assert isinstance(model, comfy.model_patcher.ModelPatcher)
-    assert type(model.model.model_config).__name__ == "SD15" and model.model.model_type == comfy.model_base.ModelType.EPS
+    # the shipped base models are v prediction (their metadata says so); the fresh stand-in, when none is shipped, eps
+    shipped_v = os.path.exists(UNET_PATH) and co.read_metadata(UNET_PATH).get("prediction") == "v"
+    config, prediction = ("ToyVPredictionSD15", "V_PREDICTION") if shipped_v else ("SD15", "EPS")
+    assert type(model.model.model_config).__name__ == config
+    assert model.model.model_type == comfy.model_base.ModelType[prediction]
     pos = nodes.CLIPTextEncode().encode(clip, world2.VALIDATION_CAPTIONS[0])[0]
     neg = nodes.CLIPTextEncode().encode(clip, "")[0]
     (latent,) = nodes.EmptyLatentImage().generate(192, 192, 2)
