@@ -95,7 +95,9 @@ TOYWORLD2_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), 
 def toyworld2() -> dict:
     """Toy world 2's table (issue 13, benchmarks/toyworld2_table.py) on the shipped world-2 base models; it trains
     only refiners. Its own date and machine, so that `--only toyworld2` leaves the section's as they are."""
-    from benchmarks import toyworld2_table
+    from benchmarks import toyworld2_table, toyworld_table
+
+    toyworld_table.setup()  # ComfyUI first: comfy_objects imports it (toyworld2 is `make bench`'s first section)
     from toyworld import comfy_objects
 
     if not comfy_objects.world2_base_paths():
