@@ -163,8 +163,7 @@ def earlier_work(paths: list[str], settings: dict) -> tuple[dict | None, dict[st
             continue
         validation = validation or earlier.get("validation")
         for base in earlier.get("bases", []):
-            # a file from before per-base seconds holds one base model, so the file's seconds are that base's
-            finished.setdefault(base["sha256"], {"seconds": earlier.get("seconds", float("nan")), **base})
+            finished.setdefault(base["sha256"], base)
     for base in finished.values():
         if validation and base.get("chosen", validation["chosen"]) != validation["chosen"]:
             raise SystemExit(f"{base['file']} was measured with {base['chosen']}, but validation chose {validation['chosen']}")
@@ -176,8 +175,8 @@ def main(argv=None) -> dict:
     p.add_argument("--bases", nargs="+", default=None, help="world-2 base_unet files (default: the shipped ones)")
     p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), help="recipe:steps, chosen on validation")
     p.add_argument("--validation-seeds", type=int, default=2)
-    # 2 noise seeds x 102 test captions: each method's 204 pairs take 2-4 minutes on one thread, and the table samples
-    # the test set 21 times; the intervals are over captions, which seeds only sharpen per caption
+    # 2 noise seeds x 102 test captions: each method's 204 pairs take 2-4 minutes on one thread, and the validation's
+    # base model samples the test set 15 times; the intervals are over captions, which seeds only sharpen per caption
     p.add_argument("--test-seeds", type=int, default=2)
     p.add_argument("--refiner-seeds", type=int, nargs="+", default=list(REFINER_SEEDS))
     p.add_argument("--refiner-captions", type=int, default=REFINER_CAPTIONS, help="training prompts for the refiners")
