@@ -166,6 +166,8 @@ def test_comfyignore_keeps_the_runtime_and_drops_the_dev_files():
     for f in files:
         assert not f.startswith(("tests/", "dice_testkit/", "benchmarks/", "scripts/", ".ci/", ".venv/", ".git/")), f
         assert not (f.startswith("docs/") and f.endswith(".png")), f
+    # world 2's base models are the benchmark's, not the pack's
+    assert not any(f.startswith("toyworld/weights/world2/base_unet") for f in files)
     size = sum(os.path.getsize(os.path.join(REPO, f)) for f in files)
     assert size < 20 * 2**20, f"the package would be {size / 2**20:.1f} MiB"
 
