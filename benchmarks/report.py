@@ -339,7 +339,7 @@ def _toyworld2(t: dict) -> list[str]:
             f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])}, in binding {r.get('binding_recovery', float('nan')):.2f} "
             f"(trained in {r['train_s']:.0f} s)"
             for k, r in base["recovery"].items()), ""]
-        if not base["settings_rows"]:  # measured on the first base model only
+        if not base["settings_rows"]:  # measured on one base model only
             continue
         lines += ["| sampler | steps | cfg 1 | cfg w | DICE (seed 0) | recovery |", "|---|---|---|---|---|---|"]
         for r in base["settings_rows"]:

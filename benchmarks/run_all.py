@@ -19,6 +19,8 @@ import argparse
 import datetime
 import json
 import os
+import subprocess
+import sys
 import time
 
 from benchmarks import common
@@ -89,7 +91,7 @@ def padding(device: str) -> dict:
     return {**{k: v for k, v in result.items() if k != "rows"}, "date": datetime.date.today().isoformat()}
 
 
-TOYWORLD2_CHECKPOINT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_work", "toyworld2_partial.json")
+TOYWORLD2_WORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_work")
 
 
 def toyworld2() -> dict:
@@ -100,15 +102,58 @@ def toyworld2() -> dict:
     toyworld_table.setup()  # ComfyUI first: comfy_objects imports it (toyworld2 is `make bench`'s first section)
     from toyworld import comfy_objects
 
-    if not comfy_objects.world2_base_paths():
+    bases = comfy_objects.world2_base_paths()
+    if not bases:
         return {"skipped": "no world-2 base model is shipped (toyworld/README.md, world 2)"}
-    # The table checkpoints after each base model (about an hour each here), so a stopped `make bench` goes on
-    # where it stopped, and a newly shipped base model is measured without measuring the others again. The
-    # checkpoint is reused only for the same settings, code (sha256 of the sources the figures depend on) and base
-    # files; delete benchmarks/_work/ to measure everything afresh.
-    os.makedirs(os.path.dirname(TOYWORLD2_CHECKPOINT), exist_ok=True)
-    table = toyworld2_table.main(["--json", TOYWORLD2_CHECKPOINT, "--resume"])
-    return {**table, "machine": common.machine(), "date": datetime.date.today().isoformat()}
+    started = time.time()
+    # One process per base model, side by side (about 75 minutes each here, where one after the other would not fit
+    # make bench's 90). Each checkpoints to its own file under benchmarks/_work/ and resumes from it, so a stopped
+    # `make bench` goes on where it stopped; work is reused only for the same settings, code (sha256 of the sources
+    # the figures depend on) and base files. Delete benchmarks/_work/ to measure everything afresh.
+    os.makedirs(TOYWORLD2_WORK, exist_ok=True)
+    parts = run_side_by_side([["-m", "benchmarks.toyworld2_table", *args] for args in toyworld2_commands(bases)])
+    table = toyworld2_table.main(["--json", os.path.join(TOYWORLD2_WORK, "toyworld2_table.json"), "--earlier", *parts])
+    # The section's wall time: this run's, or where it went on from checkpointed work, the longest process's.
+    wall = max(time.time() - started, *(base["seconds"] for base in table["bases"]))
+    return {**table, "wall_seconds": wall, "machine": common.machine(), "date": datetime.date.today().isoformat()}
+
+
+def toyworld2_commands(bases: list[str]) -> list[list[str]]:
+    """toyworld2_table's arguments for each base model's process. The first validates (and chooses for all); the
+    others wait for its choice, doing the work that needs none first. The rows beyond the teacher's settings go to
+    the second process, which waits, so that the two take about as long."""
+    parts = [os.path.join(TOYWORLD2_WORK, f"toyworld2_base{i}.json") for i in range(len(bases))]
+    commands = []
+    for i, (base, part) in enumerate(zip(bases, parts)):
+        args = ["--bases", base, "--json", part, "--resume"]
+        if i == 0:
+            args += ["--settings-rows", "validation" if len(bases) == 1 else "none"]
+        else:
+            args += ["--choice-from", parts[0], "--settings-rows", "here" if i == 1 else "none"]
+        commands.append(args)
+    return commands
+
+
+def run_side_by_side(commands: list[list[str]]) -> list[str]:
+    """Run `python ARGS...` for each command at once, one thread each, output to this console; the --json files they
+    write. If one fails, the others are stopped (a process waiting for a failed validation would wait for hours)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, *args], cwd=common.REPO, env=env) for args in commands]
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p for p in procs if p.poll() not in (None, 0)]
+            if failed:
+                raise RuntimeError(f"{failed[0].args[1:]} failed with exit code {failed[0].returncode}")
+            time.sleep(5)
+        failed = [p for p in procs if p.returncode != 0]
+        if failed:
+            raise RuntimeError(f"{failed[0].args[1:]} failed with exit code {failed[0].returncode}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+    return [args[args.index("--json") + 1] for args in commands]
 
 
 def stages() -> dict:
@@ -205,8 +250,8 @@ def main() -> None:
         else:
             figures = globals()[name](a.device)
         # With its wall time, so that what `make bench` costs is measured per section, not guessed. A section that
-        # went on from checkpointed work (toyworld2) counts that work too: its own `seconds`.
-        seconds = max(time.time() - started, figures.get("seconds", 0.0) if isinstance(figures, dict) else 0.0)
+        # went on from checkpointed work (toyworld2) counts that work too: its own `wall_seconds`.
+        seconds = max(time.time() - started, figures.get("wall_seconds", 0.0) if isinstance(figures, dict) else 0.0)
         results = record_section(key, name, figures, stamp, seconds=seconds)
     write_benchmarks_md(results, BENCHMARKS_MD)
     print(f"wrote {RESULTS} and BENCHMARKS.md")

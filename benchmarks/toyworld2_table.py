@@ -13,18 +13,23 @@ For each shipped world-2 base model (one per base seed), on ComfyUI's own sample
    binding, the exact Fréchet distance of fitted object parameters to rendered truth, diversity across seeds
    and saturation. Recovery = (DICE - cfg 1) / (cfg w - cfg 1) in accuracy, per refiner seed, with its interval.
 3. Beyond the teacher's settings (the refiners were trained on euler, 20 steps): cfg 1, cfg w and DICE (refiner
-   seed 0) under dpmpp_2m at 20 steps and euler at 10 and 30 steps, on the test captions, on the validation's
-   base model only (each row samples the whole test set three times; `make bench` must stay under 90 minutes).
+   seed 0) under dpmpp_2m at 20 steps and euler at 10 and 30 steps, on the test captions, on one base model only
+   (each row samples the whole test set three times; `make bench` must stay under 90 minutes): by default the
+   validation's, or with --settings-rows here the one a --choice-from process measures.
 
     OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.toyworld2_table [--json out.json [--resume]]
 
-With --json the file is rewritten after each base model, and --resume keeps the validation choice and the finished
-base models of an earlier run with the same settings, code and base files, so an interrupted run goes on. Two base
-models can be measured side by side, one per core, and joined:
+With --json the file is rewritten after the validation and after each base model, and --resume keeps the validation
+choice and the finished base models of an earlier run with the same settings, code and base files, so an interrupted
+run goes on. Two base models are measured side by side, one per core, and joined (`make bench` does this,
+benchmarks/run_all.py): the second process does the work that needs no choice first (cfg rows, refiner training),
+then waits for the first one's validation:
 
-    ... toyworld2_table --bases BASE0 --json a.json                      # validation, then base 0; prints the choice
-    ... toyworld2_table --bases BASE1 --chosen CANDIDATE STRENGTH SCALE --json b.json
-    ... toyworld2_table --json a.json --resume --earlier b.json          # joins them (checks the choice), samples nothing
+    ... toyworld2_table --bases BASE0 --json a.json --settings-rows none    # validation, then base 0
+    ... toyworld2_table --bases BASE1 --choice-from a.json --settings-rows here --json b.json
+    ... toyworld2_table --json t.json --earlier a.json b.json               # joins them (checks the choice)
+
+--chosen CANDIDATE STRENGTH SCALE skips validation with a choice printed by an earlier validation run.
 """
 
 from __future__ import annotations
@@ -46,7 +51,8 @@ from benchmarks.negative_study import bootstrap_mean
 # reported method (OVERDRIVEN_W), to show that over-drive beside the teacher and DICE.
 TEACHER_W = 3.0
 OVERDRIVEN_W = 5.0
-STRENGTHS = (1.0, 1.25, 1.5)
+# 1 is the paper's; the last grid (1, 1.25, 1.5) chose its top on validation, so it now reaches 2.5
+STRENGTHS = (1.0, 1.5, 2.0, 2.5)
 SCALES = (1.5, 2.0, 3.0)
 # recipe:steps[:stage edges], tried on validation; the first is the cheapest, and the paper's architecture. A
 # timestep-staged candidate (e.g. "dice-pack:600:0.08/0.24/0.5", issue 13's item 6) can be added with --candidates:
@@ -147,7 +153,7 @@ def run_settings(a) -> dict:
             "refiner_captions": a.refiner_captions, "samples_per_prompt": a.samples_per_prompt, "captions": a.captions}
 
 
-def earlier_work(paths: list[str], settings: dict) -> tuple[dict | None, dict[str, dict]]:
+def earlier_work(paths: list[str], settings: dict, quiet: bool = False) -> tuple[dict | None, dict[str, dict]]:
     """From earlier result files of the same settings: the validation (with its choice) and the finished base models,
     keyed by the sha256 of their file, so a retrained file is measured again. Files of other settings are left out,
     with a line that says so. A base model measured with another choice than the validation's is an error: its
@@ -159,7 +165,7 @@ def earlier_work(paths: list[str], settings: dict) -> tuple[dict | None, dict[st
         with open(path, encoding="utf-8") as f:
             earlier = json.load(f)
         if earlier.get("settings") != settings:
-            print(f"not resuming from {path}: it was made with other settings", flush=True)
+            quiet or print(f"not resuming from {path}: it was made with other settings", flush=True)
             continue
         validation = validation or earlier.get("validation")
         for base in earlier.get("bases", []):
@@ -191,7 +197,16 @@ def main(argv=None) -> dict:
     p.add_argument("--chosen", nargs=3, metavar=("CANDIDATE", "STRENGTH", "SCALE"),
                    help="skip validation and use this choice, printed by a validation run of the same settings: to "
                         "measure a second base model in another process; --earlier checks it when the files are joined")
+    p.add_argument("--choice-from", metavar="JSON",
+                   help="skip validation and wait for the one another process of the same settings writes to this file "
+                        "(its --json), doing first the work that needs no choice")
+    p.add_argument("--wait-minutes", type=float, default=240.0, help="with --choice-from: give up after this long")
+    p.add_argument("--settings-rows", choices=("validation", "here", "none"), default="validation",
+                   help="where the sampler and step-count rows are measured: on the validation's base model, on each "
+                        "base model this process measures, or nowhere")
     a = p.parse_args(argv)
+    if a.choice_from and a.chosen:
+        p.error("--choice-from and --chosen both give the choice: use one")
     if a.resume and not a.json:
         p.error("--resume needs --json, the file to go on from")
 
@@ -234,8 +249,7 @@ def main(argv=None) -> dict:
         base = {"file": os.path.basename(base_path), "base_seed": comfy_objects.read_metadata(base_path).get("seed"),
                 "sha256": sha256}
         trained: dict[tuple[str, int], tuple] = {}  # (candidate, refiner seed): (bundle, seconds)
-        validated_here = chosen is None
-        if validated_here:
+        if chosen is None and not a.choice_from:
             val = Sampler(model, clip, validation_captions, range(a.validation_seeds))
             cfg1, cfg_w = val.run(1.0), val.run(TEACHER_W)
             scores = {}
@@ -248,15 +262,32 @@ def main(argv=None) -> dict:
             chosen = {"candidate": best[0], "strength": best[1], "scale": max(scaling, key=lambda k: scaling[k])}
             result["validation"] = {"cfg1": cfg1["accuracy"], "cfg_w": cfg_w["accuracy"],
                                     "dice": {f"{c}@{s:g}": v for (c, s), v in scores.items()},
-                                    "scaling": {f"{k:g}": v for k, v in scaling.items()}, "chosen": chosen}
+                                    "scaling": {f"{k:g}": v for k, v in scaling.items()}, "chosen": chosen,
+                                    "base_sha256": sha256}
             print(json.dumps(result["validation"]), flush=True)
+            # a checkpoint, and what a --choice-from process waits for
+            common.write_json(with_total_seconds(result), a.json)
+        settings_rows_here = a.settings_rows == "here" or (
+            a.settings_rows == "validation" and result.get("validation", {}).get("base_sha256") == sha256)
         test = Sampler(model, clip, test_captions, range(TEST_SEED_START, TEST_SEED_START + a.test_seeds))
-        methods = {"cfg1": test.run(1.0), f"cfg{TEACHER_W:g}": test.run(TEACHER_W), f"cfg{OVERDRIVEN_W:g}": test.run(OVERDRIVEN_W),
-                   f"scaling c*{chosen['scale']:g}": test.run(1.0, toyworld_table.scale_conditioning(chosen["scale"]))}
+        methods = {"cfg1": test.run(1.0), f"cfg{TEACHER_W:g}": test.run(TEACHER_W), f"cfg{OVERDRIVEN_W:g}": test.run(OVERDRIVEN_W)}
+        # The work that needs no choice comes before the wait for one: the refiners, when only one candidate can be
+        # chosen, and the guidance rows beyond the teacher's settings.
+        candidate = chosen["candidate"] if chosen else (a.candidates[0] if len(a.candidates) == 1 else None)
+        for seed in a.refiner_seeds if candidate else ():
+            if (candidate, seed) not in trained:
+                trained[(candidate, seed)] = train(model, clip, candidate, seed)
+        guidance_rows = {(sampler, n_steps): {"cfg1": test.run(1.0, None, sampler, n_steps),
+                                              "cfg_w": test.run(TEACHER_W, None, sampler, n_steps)}
+                         for sampler, n_steps in (SETTINGS_ROWS if settings_rows_here else ())}
+        if chosen is None:
+            result["validation"] = wait_for_validation(a.choice_from, settings, a.wait_minutes)
+            chosen = result["validation"]["chosen"]
+        methods[f"scaling c*{chosen['scale']:g}"] = test.run(1.0, toyworld_table.scale_conditioning(chosen["scale"]))
         refiners, train_s = {}, {}
         for seed in a.refiner_seeds:
             key = (chosen["candidate"], seed)
-            refiners[seed], train_s[seed] = trained[key] if key in trained else train(model, clip, chosen["candidate"], seed)
+            refiners[seed], train_s[seed] = trained.get(key) or train(model, clip, chosen["candidate"], seed)
             methods[f"DICE seed {seed}"] = test.run(1.0, refine_with(refine_node, refiners[seed], chosen["strength"]))
         one, teacher = methods["cfg1"], methods[f"cfg{TEACHER_W:g}"]
         base["recovery"] = {
@@ -268,19 +299,35 @@ def main(argv=None) -> dict:
             for seed in a.refiner_seeds}
         base["methods"] = {name: public(row) for name, row in methods.items()}
         print(json.dumps({"base": base["file"], "recovery": base["recovery"]}), flush=True)
-        settings_rows = []
         dice0 = refine_with(refine_node, refiners[a.refiner_seeds[0]], chosen["strength"])
-        # on the validation's base model only: each row samples the test set three times
-        for sampler, n_steps in SETTINGS_ROWS if validated_here else ():
-            rows = {name: test.run(cfg, transform, sampler, n_steps)
-                    for name, cfg, transform in (("cfg1", 1.0, None), ("cfg_w", TEACHER_W, None), ("DICE", 1.0, dice0))}
+        settings_rows = []
+        for (sampler, n_steps), rows in guidance_rows.items():
+            rows["DICE"] = test.run(1.0, dice0, sampler, n_steps)
             settings_rows.append({"sampler": sampler, "steps": n_steps, **{k: public(v) for k, v in rows.items()},
                                   "recovery": recovery(rows["DICE"]["accuracy"], rows["cfg1"]["accuracy"], rows["cfg_w"]["accuracy"])})
             print(json.dumps({"sampler": sampler, "steps": n_steps, "recovery": settings_rows[-1]["recovery"]}), flush=True)
+        # seconds: this process's time on the base model, a wait for the validation included
         base.update(settings_rows=settings_rows, chosen=chosen, seconds=time.time() - t0)
         result["bases"].append(base)
         common.write_json(with_total_seconds(result), a.json)  # a checkpoint: --resume goes on from here
     return common.write_json(with_total_seconds(result), a.json)
+
+
+def wait_for_validation(path: str, settings: dict, minutes: float) -> dict:
+    """The validation another process writes to `path` (its --json) for the same settings: polled, since that process
+    checkpoints it there when it has chosen. An error after `minutes`, so that a failed validation run does not leave
+    this one waiting for ever."""
+    deadline = time.time() + 60 * minutes
+    while True:
+        validation, _ = earlier_work([path], settings, quiet=True)
+        if validation:
+            return validation
+        if time.time() > deadline:
+            raise SystemExit(f"no validation of these settings in {path} after {minutes:g} minutes")
+        time.sleep(POLL_SECONDS)
+
+
+POLL_SECONDS = 20.0
 
 
 def with_total_seconds(result: dict) -> dict:

@@ -35,7 +35,7 @@ def test_a_section_records_its_figures_and_wall_time(tmp_path, monkeypatch):
     assert "| earlier | 1.0 |" in text
     assert "| toyworld2 |" in text
     # a section that went on from checkpointed work reports that work's time, not the seconds of the join
-    monkeypatch.setattr(run_all, "toyworld2", lambda: {"skipped": "test", "seconds": 5400.0})
+    monkeypatch.setattr(run_all, "toyworld2", lambda: {"skipped": "test", "wall_seconds": 5400.0})
     run_all.main()
     assert json.loads(results.read_text())["cpu"]["section_seconds"]["toyworld2"] == 5400.0
 
