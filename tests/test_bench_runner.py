@@ -119,3 +119,53 @@ def argparse_namespace(**overrides):
                 "refiner_seeds": list(toyworld2_table.REFINER_SEEDS), "refiner_captions": toyworld2_table.REFINER_CAPTIONS,
                 "samples_per_prompt": toyworld2_table.SAMPLES_PER_PROMPT, "captions": 0}
     return argparse.Namespace(**{**defaults, **overrides})
+
+
+def test_a_second_process_waits_for_the_validation_of_its_own_settings(tmp_path, monkeypatch):
+    """`make bench` measures the second base model in another process, which waits for the first's validation: it
+    must take only a validation of the same settings, and give up with an error rather than wait for ever."""
+    from benchmarks import toyworld2_table
+
+    monkeypatch.setattr(toyworld2_table, "POLL_SECONDS", 0.01)
+    settings = toyworld2_table.run_settings(argparse_namespace())
+    validation = {"chosen": {"candidate": "dice-pack:600", "strength": 2.0, "scale": 1.5}}
+    first = tmp_path / "first.json"
+    with pytest.raises(SystemExit, match="no validation of these settings"):  # not written yet
+        toyworld2_table.wait_for_validation(str(first), settings, minutes=0.001)
+    first.write_text(json.dumps({"settings": toyworld2_table.run_settings(argparse_namespace(test_seeds=1)),
+                                 "bases": [], "validation": validation}))
+    with pytest.raises(SystemExit, match="no validation of these settings"):  # another run's
+        toyworld2_table.wait_for_validation(str(first), settings, minutes=0.001)
+    first.write_text(json.dumps({"settings": settings, "bases": []}))
+    with pytest.raises(SystemExit, match="no validation of these settings"):  # the same run, still validating
+        toyworld2_table.wait_for_validation(str(first), settings, minutes=0.001)
+    first.write_text(json.dumps({"settings": settings, "bases": [], "validation": validation}))
+    assert toyworld2_table.wait_for_validation(str(first), settings, minutes=0.001) == validation
+
+
+def test_make_bench_gives_each_world2_base_model_a_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(run_all, "TOYWORLD2_WORK", str(tmp_path))
+    first, second = run_all.toyworld2_commands(["b0.safetensors", "b1.safetensors"])
+    first_json = first[first.index("--json") + 1]
+    assert first[:2] == ["--bases", "b0.safetensors"] and "--resume" in first and "--choice-from" not in first
+    assert second[:2] == ["--bases", "b1.safetensors"] and "--resume" in second
+    assert second[second.index("--choice-from") + 1] == first_json != second[second.index("--json") + 1]
+    # the rows beyond the teacher's settings are measured once, by the process that would otherwise wait
+    assert first[first.index("--settings-rows") + 1] == "none" and second[second.index("--settings-rows") + 1] == "here"
+    (alone,) = run_all.toyworld2_commands(["b0.safetensors"])
+    assert alone[alone.index("--settings-rows") + 1] == "validation"
+
+
+def test_one_failed_process_stops_the_others(tmp_path):
+    """A process waiting for a validation that failed would wait for hours: the runner stops it and says which
+    command failed."""
+    import os
+
+    pid_file = tmp_path / "pid"
+    sleeper = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(600)"
+    failing = f"import pathlib, sys, time\nwhile not pathlib.Path({str(pid_file)!r}).exists(): time.sleep(0.05)\nsys.exit(3)"
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        run_all.run_side_by_side([["-c", sleeper, "--json", "a"], ["-c", failing, "--json", "b"]])
+    with pytest.raises(ProcessLookupError):  # stopped and reaped, not left sleeping
+        os.kill(int(pid_file.read_text()), 0)
+    assert run_all.run_side_by_side([["-c", "pass", "--json", str(tmp_path / "a.json")]]) == [str(tmp_path / "a.json")]
