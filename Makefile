@@ -26,7 +26,7 @@ demo:
 	@bash scripts/setup_env.sh 0.3.75
 	$(PY) -m scripts.demo
 
-# The headline (toy worlds 2 and 1) and the speed figures; bench-studies reruns the hour-long studies (controls, stages).
+# The headline (toy world 2) and the speed figures; bench-studies reruns the long studies (toy world 1, controls, stages).
 bench:
 	@bash scripts/setup_env.sh 0.3.75
 	$(PY) -m benchmarks.run_all

@@ -378,6 +378,7 @@ def write_benchmarks_md(results: dict, path: str) -> None:
             lines += _toyworld2(section["toyworld2"]) + [""]
         if "toyworld" in section:
             lines += ["### DICE in the toy world (the paper's table, measured exactly)", "",
+                      f"{_measured(section['toyworld'])}(`make bench-studies`, or `python -m benchmarks.run_all --only toyworld`.)", "",
                       "![cfg=1 | cfg=5 | DICE](docs/toyworld_grid.png)", "", toyworld_table.markdown(section["toyworld"]), ""]
         if "sampling" in section:
             lines += ["### Sampling speed-up (full-size architectures, random weights)", ""]

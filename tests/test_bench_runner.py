@@ -169,3 +169,19 @@ def test_one_failed_process_stops_the_others(tmp_path):
     with pytest.raises(ProcessLookupError):  # stopped and reaped, not left sleeping
         os.kill(int(pid_file.read_text()), 0)
     assert run_all.run_side_by_side([["-c", "pass", "--json", str(tmp_path / "a.json")]]) == [str(tmp_path / "a.json")]
+
+
+def test_a_study_recorded_before_it_carried_its_date_keeps_the_date_it_was_measured_on(tmp_path, monkeypatch):
+    """Toy world 1's table moved from make bench to the studies, which carry their own dates: its recorded figures
+    were measured under the CPU section's date, and a restamp of that date by make bench must not re-date them."""
+    calls = _record_calls(monkeypatch, tmp_path)
+    machine = {"cpus": 2}
+    (tmp_path / "results.json").write_text(json.dumps(
+        {"cpu": {"date": "2026-01-01", "machine": machine, "toyworld": {"summary": {}},
+                 "padding": {"rows": 1, "date": "2026-02-02"}}}))
+    monkeypatch.setattr(sys, "argv", ["run_all", "--only", "sampling"])
+    run_all.main()
+    cpu = json.loads((tmp_path / "results.json").read_text())["cpu"]
+    assert calls == ["sampling"] and cpu["date"] != "2026-01-01"
+    assert cpu["toyworld"] == {"summary": {}, "date": "2026-01-01", "machine": machine}
+    assert cpu["padding"]["date"] == "2026-02-02"
