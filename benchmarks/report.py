@@ -6,8 +6,9 @@ import os
 
 HEADER = """# Benchmarks
 
-Every CPU figure below is produced by `make bench` (`benchmarks/run_all.py`), which writes
-`benchmarks/results.json` and regenerates this file; CPU wall times come from a 2-core machine. GPU
+Every CPU figure below is produced by `make bench` or `make bench-studies` (`benchmarks/run_all.py`, whose
+docstring names each section's command), which write `benchmarks/results.json` and regenerate this file; CPU wall
+times come from a 2-core machine. GPU
 figures come from `benchmarks/run_gpu.py` on the card named in each section's title, merged from
 the raw records in `benchmarks/gpu_runs/`. Assertions in the test suite use model-call counts and
 accuracies, never wall time.

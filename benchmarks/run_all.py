@@ -95,9 +95,10 @@ def padding(device: str) -> dict:
 TOYWORLD2_WORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_work")
 
 
-def toyworld2() -> dict:
+def toyworld2(table_args: tuple[str, ...] = ()) -> dict:
     """Toy world 2's table (issue 13, benchmarks/toyworld2_table.py) on the shipped world-2 base models; it trains
-    only refiners. Its own date and machine, so that `--only toyworld2` leaves the section's as they are."""
+    only refiners. Its own date and machine, so that `--only toyworld2` leaves the section's as they are.
+    `table_args` go to every toyworld2_table process (the tests shrink the table with them)."""
     from benchmarks import toyworld2_table, toyworld_table
 
     toyworld_table.setup()  # ComfyUI first: comfy_objects imports it (toyworld2 is `make bench`'s first section)
@@ -112,8 +113,10 @@ def toyworld2() -> dict:
     # `make bench` goes on where it stopped; work is reused only for the same settings, code (sha256 of the sources
     # the figures depend on) and base files. Delete benchmarks/_work/ to measure everything afresh.
     os.makedirs(TOYWORLD2_WORK, exist_ok=True)
-    parts = run_side_by_side([["-m", "benchmarks.toyworld2_table", *args] for args in toyworld2_commands(bases)])
-    table = toyworld2_table.main(["--json", os.path.join(TOYWORLD2_WORK, "toyworld2_table.json"), "--earlier", *parts])
+    commands = [["-m", "benchmarks.toyworld2_table", *args, *table_args] for args in toyworld2_commands(bases)]
+    parts = run_side_by_side(commands)
+    table = toyworld2_table.main(["--json", os.path.join(TOYWORLD2_WORK, "toyworld2_table.json"), "--earlier", *parts,
+                                  *table_args])
     # The section's wall time: this run's, or where it went on from checkpointed work, the longest process's.
     wall = max(time.time() - started, *(base["seconds"] for base in table["bases"]))
     return {**table, "wall_seconds": wall, "machine": common.machine(), "date": datetime.date.today().isoformat()}

@@ -7,6 +7,7 @@ BENCHMARKS.md shows the wall times, so that what `make bench` costs is measured,
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -159,8 +160,6 @@ def test_make_bench_gives_each_world2_base_model_a_process(tmp_path, monkeypatch
 def test_one_failed_process_stops_the_others(tmp_path):
     """A process waiting for a validation that failed would wait for hours: the runner stops it and says which
     command failed."""
-    import os
-
     pid_file = tmp_path / "pid"
     sleeper = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(600)"
     failing = f"import pathlib, sys, time\nwhile not pathlib.Path({str(pid_file)!r}).exists(): time.sleep(0.05)\nsys.exit(3)"
@@ -185,3 +184,33 @@ def test_a_study_recorded_before_it_carried_its_date_keeps_the_date_it_was_measu
     assert calls == ["sampling"] and cpu["date"] != "2026-01-01"
     assert cpu["toyworld"] == {"summary": {}, "date": "2026-01-01", "machine": machine}
     assert cpu["padding"]["date"] == "2026-02-02"
+
+
+def test_the_toyworld2_section_end_to_end_on_the_shipped_base_models_shrunk(tmp_path, monkeypatch):
+    """make bench's toyworld2 section as it runs, two processes on the shipped base models, shrunk to a few captions
+    and refiner steps (about a minute): the plumbing a 75-minute run depends on. The second process takes the first's
+    choice, measures the rows beyond the teacher's settings, and the joined table holds both base models."""
+    from dice_testkit import harness
+    from toyworld import comfy_objects
+
+    harness.setup_comfy()
+    bases = comfy_objects.world2_base_paths()
+    if len(bases) < 2:
+        pytest.skip("needs both shipped world-2 base models")
+    monkeypatch.setattr(run_all, "TOYWORLD2_WORK", str(tmp_path))
+    tiny = ("--captions", "3", "--candidates", "dice-pack:4", "--refiner-captions", "4", "--samples-per-prompt", "1",
+            "--validation-seeds", "1", "--test-seeds", "1")
+    section = run_all.toyworld2(table_args=tiny)
+    first, second = section["bases"]
+    assert [first["file"], second["file"]] == [os.path.basename(b) for b in bases]
+    chosen = section["validation"]["chosen"]
+    assert first["chosen"] == second["chosen"] == chosen and chosen["candidate"] == "dice-pack:4"
+    assert section["validation"]["base_sha256"] == first["sha256"]
+    assert first["settings_rows"] == [] and len(second["settings_rows"]) == 3
+    assert set(second["methods"]) == set(first["methods"]) and len(first["methods"]) == 6
+    assert set(first["recovery"]) == set(second["recovery"]) == {"0", "1"}
+    # the second process validated nothing: its part holds the first's validation, taken as it was
+    part = json.loads((tmp_path / "toyworld2_base1.json").read_text())
+    assert part["validation"] == section["validation"]
+    assert section["wall_seconds"] >= max(first["seconds"], second["seconds"])
+    assert section["validation_pairs"] == section["test_pairs"] == 3
