@@ -91,15 +91,15 @@ class Timer:
         self.seconds = time.perf_counter() - self.t
 
 
-def run_child(module: str, args: list[str], timeout: int = 1800) -> dict:
+def run_child(module: str, args: list[str], timeout: int = 1800, threads: int | None = None) -> dict:
     """Run one measurement in a fresh process (clean peak-memory figures); its last JSON line."""
-    return run_child_all(module, args, timeout)[-1]
+    return run_child_all(module, args, timeout, threads)[-1]
 
 
-def run_child_all(module: str, args: list[str], timeout: int = 1800) -> list[dict]:
+def run_child_all(module: str, args: list[str], timeout: int = 1800, threads: int | None = None) -> list[dict]:
     """Every JSON line a benchmark module (e.g. "bench_sampling") prints, run as `python -m benchmarks.<module>`
-    from the repo root in a fresh process."""
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    from the repo root in a fresh process, on `threads` CPU threads (default: OMP_NUM_THREADS, else 2)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads) if threads else os.environ.get("OMP_NUM_THREADS", "2"))
     out = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args], capture_output=True, text=True,
                          timeout=timeout, env=env, cwd=REPO)
     if out.returncode != 0:

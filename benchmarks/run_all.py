@@ -30,13 +30,20 @@ RESULTS = os.path.join(common.REPO, "benchmarks", "results.json")
 BENCHMARKS_MD = os.path.join(common.REPO, "BENCHMARKS.md")
 
 
+# The speed sections run alone, so they time every core (the CPU figures on record are 2 threads on this 2-core
+# machine), whatever OMP_NUM_THREADS the Makefile sets for the single-threaded tests. At one thread the four speed
+# sections took 29 minutes here (padding included, which runs in this process), 93 with the toyworld2 section.
+SPEED_THREADS = os.cpu_count() or 1
+
+
 def sampling(device: str) -> dict:
     runs = {}
     # 256 px at batch 1 and 2, and 512 px (2 steps, so that it finishes) where the CPU is compute-bound.
     for res, batch, steps, repeats in ((256, 1, 4, 3), (256, 2, 4, 3), (512, 1, 2, 2)):
         name = f"sd15_{res}px_batch{batch}"
         runs[name] = common.run_child("bench_sampling", ["--family", "sd15", "--res", str(res), "--steps", str(steps),
-                                                            "--batch", str(batch), "--repeats", str(repeats), "--device", device])
+                                                            "--batch", str(batch), "--repeats", str(repeats), "--device", device],
+                                          threads=SPEED_THREADS)
         print(json.dumps(runs[name]), flush=True)
     return runs
 
@@ -47,12 +54,13 @@ def training(device: str) -> dict:
     # by several percent between processes). Peak memory: each loop alone in a fresh process, since
     # peak RSS cannot be reset inside one.
     args = ["--family", "sd15", "--res", "128", "--batch", "2", "--steps", "6", "--warmup", "2", "--device", device]
-    timed = common.run_child_all("bench_training", ["--mode", "node", "reference", "node", "reference", *args])
+    timed = common.run_child_all("bench_training", ["--mode", "node", "reference", "node", "reference", *args],
+                                 threads=SPEED_THREADS)
     runs = {mode: [r for r in timed if r["mode"] == mode] for mode in ("node", "reference")}
     node = dict(min(runs["node"], key=lambda r: r["s_per_step"]))
     ref = dict(min(runs["reference"], key=lambda r: r["s_per_step"]))
     for r in (node, ref):
-        alone = common.run_child("bench_training", ["--mode", r["mode"], *args])
+        alone = common.run_child("bench_training", ["--mode", r["mode"], *args], threads=SPEED_THREADS)
         r["peak_rss_mb"], r["rss_before_loop_mb"] = alone["peak_rss_mb"], alone["rss_before_loop_mb"]
     out = {"node": node, "reference": ref, "step_ratio_node_over_reference": node["s_per_step"] / ref["s_per_step"],
            "peak_rss_ratio": node["peak_rss_mb"] / ref["peak_rss_mb"],
@@ -69,7 +77,7 @@ def cost_curve(device: str) -> list[dict]:
     for p in grid:
         r = common.run_child("bench_training", ["--mode", "node", "--family", "sd15", "--res", str(p["res"]), "--batch",
                                                     str(p["batch"]), "--tokens", str(p["tokens"]), "--steps", "3", "--warmup",
-                                                    "1", "--device", device])
+                                                    "1", "--device", device], threads=SPEED_THREADS)
         points.append(r)
         print(json.dumps(r), flush=True)
     return points

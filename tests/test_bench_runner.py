@@ -214,3 +214,23 @@ def test_the_toyworld2_section_end_to_end_on_the_shipped_base_models_shrunk(tmp_
     assert part["validation"] == section["validation"]
     assert section["wall_seconds"] >= max(first["seconds"], second["seconds"])
     assert section["validation_pairs"] == section["test_pairs"] == 3
+
+
+def test_the_speed_sections_time_every_core(monkeypatch):
+    """make bench runs its sections one after another, so each speed section has the machine to itself and times
+    every core, as the figures on record do, even though the Makefile sets one thread for the tests."""
+    from benchmarks import common
+
+    seen: list[int | None] = []
+
+    def child_records(module, args, timeout=1800, threads=None):
+        seen.append(threads)
+        return [{"mode": mode, "s_per_step": 1.0, "peak_rss_mb": 1.0, "rss_before_loop_mb": 1.0} for mode in ("node", "reference")]
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(common, "run_child_all", child_records)
+    monkeypatch.setattr(common, "run_child", lambda *args, **kwargs: child_records(*args, **kwargs)[-1])
+    run_all.sampling("cpu")
+    run_all.training("cpu")
+    run_all.cost_curve("cpu")
+    assert len(seen) == 3 + 3 + 6 and set(seen) == {os.cpu_count()}
