@@ -103,10 +103,11 @@ def padding(device: str) -> dict:
 TOYWORLD2_WORK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_work")
 
 
-def toyworld2(table_args: tuple[str, ...] = ()) -> dict:
+def toyworld2(table_args: tuple[str, ...] = (), ship_refiner: str | None = None) -> dict:
     """Toy world 2's table (issue 13, benchmarks/toyworld2_table.py) on the shipped world-2 base models; it trains
-    only refiners. Its own date and machine, so that `--only toyworld2` leaves the section's as they are.
-    `table_args` go to every toyworld2_table process (the tests shrink the table with them)."""
+    only refiners, and ships the first one (base seed 0, refiner seed 0) to `ship_refiner`, by default
+    toyworld/weights/world2/dice_refiner.safetensors. Its own date and machine, so that `--only toyworld2` leaves the
+    section's as they are. `table_args` go to every toyworld2_table process (the tests shrink the table with them)."""
     from benchmarks import toyworld2_table, toyworld_table
 
     toyworld_table.setup()  # ComfyUI first: comfy_objects imports it (toyworld2 is `make bench`'s first section)
@@ -120,7 +121,8 @@ def toyworld2(table_args: tuple[str, ...] = ()) -> dict:
     # `make bench` goes on where it stopped; work is reused only for the same settings, code (sha256 of the sources
     # the figures depend on) and base files. Delete benchmarks/_work/ to measure everything afresh.
     os.makedirs(TOYWORLD2_WORK, exist_ok=True)
-    commands = [["-m", "benchmarks.toyworld2_table", *args, *table_args] for args in toyworld2_commands(bases)]
+    ship_refiner = ship_refiner or comfy_objects.WORLD2_REFINER_PATH
+    commands = [["-m", "benchmarks.toyworld2_table", *args, *table_args] for args in toyworld2_commands(bases, ship_refiner)]
     parts = run_side_by_side(commands)
     table = toyworld2_table.main(["--json", os.path.join(TOYWORLD2_WORK, "toyworld2_table.json"), "--earlier", *parts,
                                   *table_args])
@@ -130,16 +132,16 @@ def toyworld2(table_args: tuple[str, ...] = ()) -> dict:
     return {**table, "wall_seconds": wall, "machine": common.machine(), "date": datetime.date.today().isoformat()}
 
 
-def toyworld2_commands(bases: list[str]) -> list[list[str]]:
-    """toyworld2_table's arguments for each base model's process. The first validates (and chooses for all); the
-    others wait for its choice, doing the work that needs none first. The rows beyond the teacher's settings go to
-    the second process, which waits, so that the two take about as long."""
+def toyworld2_commands(bases: list[str], ship_refiner: str) -> list[list[str]]:
+    """toyworld2_table's arguments for each base model's process. The first validates (and chooses for all) and saves
+    its first refiner to `ship_refiner`; the others wait for its choice, doing the work that needs none first. The
+    rows beyond the teacher's settings go to the second process, which waits, so that the two take about as long."""
     parts = [os.path.join(TOYWORLD2_WORK, f"toyworld2_base{i}.json") for i in range(len(bases))]
     commands = []
     for i, (base, part) in enumerate(zip(bases, parts)):
         args = ["--bases", base, "--json", part, "--resume"]
         if i == 0:
-            args += ["--settings-rows", "validation" if len(bases) == 1 else "none"]
+            args += ["--settings-rows", "validation" if len(bases) == 1 else "none", "--ship-refiner", ship_refiner]
         else:
             args += ["--choice-from", parts[0], "--settings-rows", "here" if i == 1 else "none"]
         commands.append(args)

@@ -61,6 +61,7 @@ SCALES = (1.5, 2.0, 3.0)
 # could hold beside the test split
 CANDIDATES = ("dice-pack:600",)
 REFINER_SEEDS = (0, 1)
+POLL_SECONDS = 20.0  # how often a --choice-from process looks for the validation it waits for
 TEST_SEED_START = 1000  # test noise seeds never overlap validation's 0..V-1
 SETTINGS_ROWS = (("dpmpp_2m", 20), ("euler", 10), ("euler", 30))
 REFINER_CAPTIONS = 128  # world2.refiner_captions: training scenes only, random phrasing
@@ -165,7 +166,8 @@ def earlier_work(paths: list[str], settings: dict, quiet: bool = False) -> tuple
         with open(path, encoding="utf-8") as f:
             earlier = json.load(f)
         if earlier.get("settings") != settings:
-            quiet or print(f"not resuming from {path}: it was made with other settings", flush=True)
+            if not quiet:
+                print(f"not resuming from {path}: it was made with other settings", flush=True)
             continue
         validation = validation or earlier.get("validation")
         for base in earlier.get("bases", []):
@@ -200,6 +202,9 @@ def main(argv=None) -> dict:
     p.add_argument("--choice-from", metavar="JSON",
                    help="skip validation and wait for the one another process of the same settings writes to this file "
                         "(its --json), doing first the work that needs no choice")
+    p.add_argument("--ship-refiner", metavar="PATH",
+                   help="save the first refiner seed's refiner of the first base model measured here to PATH, the file "
+                        "the CI-sized test (tests/test_toyworld2_dice.py) checks against these figures")
     p.add_argument("--wait-minutes", type=float, default=240.0, help="with --choice-from: give up after this long")
     p.add_argument("--settings-rows", choices=("validation", "here", "none"), default="validation",
                    help="where the sampler and step-count rows are measured: on the validation's base model, on each "
@@ -211,6 +216,7 @@ def main(argv=None) -> dict:
         p.error("--resume needs --json, the file to go on from")
 
     nodes_map = toyworld_table.setup()
+    from dice_core.fileformat import save_refiner
     from toyworld import comfy_objects, world2
     from toyworld.train_base import _sha256
 
@@ -289,6 +295,10 @@ def main(argv=None) -> dict:
             key = (chosen["candidate"], seed)
             refiners[seed], train_s[seed] = trained.get(key) or train(model, clip, chosen["candidate"], seed)
             methods[f"DICE seed {seed}"] = test.run(1.0, refine_with(refine_node, refiners[seed], chosen["strength"]))
+        if a.ship_refiner and not any("shipped_refiner" in b for b in result["bases"]):
+            save_refiner(a.ship_refiner, refiners[a.refiner_seeds[0]], include_optimizer=False)
+            base["shipped_refiner"] = {"file": os.path.basename(a.ship_refiner), "refiner_seed": a.refiner_seeds[0],
+                                       "sha256": _sha256(a.ship_refiner)}
         one, teacher = methods["cfg1"], methods[f"cfg{TEACHER_W:g}"]
         base["recovery"] = {
             str(seed): {"recovery": recovery(methods[f"DICE seed {seed}"]["accuracy"], one["accuracy"], teacher["accuracy"]),
@@ -325,9 +335,6 @@ def wait_for_validation(path: str, settings: dict, minutes: float) -> dict:
         if time.time() > deadline:
             raise SystemExit(f"no validation of these settings in {path} after {minutes:g} minutes")
         time.sleep(POLL_SECONDS)
-
-
-POLL_SECONDS = 20.0
 
 
 def with_total_seconds(result: dict) -> dict:

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from benchmarks import run_all
+from dice_core.fileformat import load_refiner
 
 
 def test_a_section_records_its_figures_and_wall_time(tmp_path, monkeypatch):
@@ -146,14 +147,16 @@ def test_a_second_process_waits_for_the_validation_of_its_own_settings(tmp_path,
 
 def test_make_bench_gives_each_world2_base_model_a_process(tmp_path, monkeypatch):
     monkeypatch.setattr(run_all, "TOYWORLD2_WORK", str(tmp_path))
-    first, second = run_all.toyworld2_commands(["b0.safetensors", "b1.safetensors"])
+    first, second = run_all.toyworld2_commands(["b0.safetensors", "b1.safetensors"], "r.safetensors")
     first_json = first[first.index("--json") + 1]
     assert first[:2] == ["--bases", "b0.safetensors"] and "--resume" in first and "--choice-from" not in first
     assert second[:2] == ["--bases", "b1.safetensors"] and "--resume" in second
     assert second[second.index("--choice-from") + 1] == first_json != second[second.index("--json") + 1]
     # the rows beyond the teacher's settings are measured once, by the process that would otherwise wait
     assert first[first.index("--settings-rows") + 1] == "none" and second[second.index("--settings-rows") + 1] == "here"
-    (alone,) = run_all.toyworld2_commands(["b0.safetensors"])
+    # the validating process ships its first refiner, and no other process writes that file
+    assert first[first.index("--ship-refiner") + 1] == "r.safetensors" and "--ship-refiner" not in second
+    (alone,) = run_all.toyworld2_commands(["b0.safetensors"], "r.safetensors")
     assert alone[alone.index("--settings-rows") + 1] == "validation"
 
 
@@ -192,15 +195,19 @@ def test_the_toyworld2_section_end_to_end_on_the_shipped_base_models_shrunk(tmp_
     choice, measures the rows beyond the teacher's settings, and the joined table holds both base models."""
     from dice_testkit import harness
     from toyworld import comfy_objects
+    from toyworld.train_base import _sha256
 
     harness.setup_comfy()
+    from benchmarks import toyworld2_table
+
     bases = comfy_objects.world2_base_paths()
     if len(bases) < 2:
         pytest.skip("needs both shipped world-2 base models")
     monkeypatch.setattr(run_all, "TOYWORLD2_WORK", str(tmp_path))
     tiny = ("--captions", "3", "--candidates", "dice-pack:4", "--refiner-captions", "4", "--samples-per-prompt", "1",
             "--validation-seeds", "1", "--test-seeds", "1")
-    section = run_all.toyworld2(table_args=tiny)
+    shipped = tmp_path / "refiner.safetensors"
+    section = run_all.toyworld2(table_args=tiny, ship_refiner=str(shipped))
     first, second = section["bases"]
     assert [first["file"], second["file"]] == [os.path.basename(b) for b in bases]
     chosen = section["validation"]["chosen"]
@@ -213,6 +220,11 @@ def test_the_toyworld2_section_end_to_end_on_the_shipped_base_models_shrunk(tmp_
     part = json.loads((tmp_path / "toyworld2_base1.json").read_text())
     assert part["validation"] == section["validation"]
     assert section["wall_seconds"] >= max(first["seconds"], second["seconds"])
+    # the refiner the first base model's figures were measured with, recorded by its sha256, trained for that model
+    assert first["shipped_refiner"] == {"file": shipped.name, "refiner_seed": 0, "sha256": _sha256(str(shipped))}
+    assert "shipped_refiner" not in second
+    bundle = load_refiner(str(shipped))
+    assert bundle.train_step == 4 and bundle.trained_guidance == toyworld2_table.TEACHER_W
     assert section["validation_pairs"] == section["test_pairs"] == 3
 
 

@@ -51,6 +51,9 @@ WORLD2_UNET_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "base_unet.safetensors")
 WORLD2_TEXT_ENCODER_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "text_encoder.safetensors")
 # World 2's headline uses two base models trained alike but for their seed: base seed 0 is WORLD2_UNET_PATH.
 WORLD2_UNET_SEED1_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "base_unet_seed1.safetensors")
+# A DICE refiner for base seed 0, written by make bench's toyworld2 section (benchmarks/toyworld2_table.py,
+# --ship-refiner) with the figures it was measured at, so that a CI-sized test can check them without training.
+WORLD2_REFINER_PATH = os.path.join(WORLD2_WEIGHTS_DIR, "dice_refiner.safetensors")
 
 
 def world2_base_paths() -> list[str]:
