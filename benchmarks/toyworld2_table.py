@@ -2,8 +2,9 @@
 
 For each shipped world-2 base model (one per base seed), on ComfyUI's own sampler and strict analyser:
 1. Validation (world2.VALIDATION_CAPTIONS, noise seeds 0..V-1): DICE refiners trained by the DICE Train
-   Refiner node for each --candidates entry (recipe:steps, or recipe:steps:stage edges for timestep-aware
-   refinement, e.g. dice-pack:600:0.08/0.24/0.5), each tried at every strength in STRENGTHS; the
+   Refiner node for each --candidates entry (recipe:steps, then optionally stage edges for timestep-aware
+   refinement, e.g. dice-pack:600:0.08/0.24/0.5, and a batch size, e.g. dice-pack:1200:b16), each tried at every
+   strength in STRENGTHS; the
    scaling baseline c * k for k in SCALES. The candidate and strength with the highest validation accuracy
    are chosen on the first base model and kept for the others, and so is the scale. Ties go to the earlier,
    cheaper entry.
@@ -67,12 +68,16 @@ SETTINGS_ROWS = (("dpmpp_2m", 20), ("euler", 10), ("euler", 30))
 REFINER_CAPTIONS = 128  # world2.refiner_captions: training scenes only, random phrasing
 SAMPLES_PER_PROMPT = 4
 IMAGE_PX = 192  # world 2's 24x24 latent
+BATCH_SIZE = 32  # the refiner's training batch (and the teacher's sampling batch) unless a candidate gives its own
 
 
-def parse_candidate(text: str) -> tuple[str, int, str]:
-    """(recipe, steps, timestep stages as the node's text, "" for one stage) of a candidate."""
-    recipe, steps, *stages = text.split(":")
-    return recipe, int(steps), toyworld_table.stage_edges_text(stages)
+def parse_candidate(text: str) -> tuple[str, int, str, int]:
+    """(recipe, steps, timestep stages as the node's text ("" for one stage), batch size) of a candidate
+    recipe:steps[:stage edges][:bN]; the batch size is BATCH_SIZE unless a field bN gives it."""
+    recipe, steps, *fields = text.split(":")
+    batch = [int(f[1:]) for f in fields if f.startswith("b")]
+    stages = [f for f in fields if not f.startswith("b")]
+    return recipe, int(steps), toyworld_table.stage_edges_text(stages), (batch or [BATCH_SIZE])[-1]
 
 
 def recovery(dice: float, cfg1: float, cfg_w: float) -> float:
@@ -181,7 +186,7 @@ def earlier_work(paths: list[str], settings: dict, quiet: bool = False) -> tuple
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bases", nargs="+", default=None, help="world-2 base_unet files (default: the shipped ones)")
-    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), help="recipe:steps, chosen on validation")
+    p.add_argument("--candidates", nargs="+", default=list(CANDIDATES), help="recipe:steps[:stage edges][:bN], chosen on validation")
     p.add_argument("--validation-seeds", type=int, default=2)
     # 2 noise seeds x 102 test captions: each method's 204 pairs take 2-4 minutes on one thread, and the validation's
     # base model samples the test set 15 times; the intervals are over captions, which seeds only sharpen per caption
@@ -202,6 +207,9 @@ def main(argv=None) -> dict:
     p.add_argument("--choice-from", metavar="JSON",
                    help="skip validation and wait for the one another process of the same settings writes to this file "
                         "(its --json), doing first the work that needs no choice")
+    p.add_argument("--validation-only", action="store_true",
+                   help="stop after the validation of the first base model: to compare candidates without sampling the "
+                        "test split (the recipe study in BENCHMARKS.md)")
     p.add_argument("--ship-refiner", metavar="PATH",
                    help="save the first refiner seed's refiner of the first base model measured here to PATH, the file "
                         "the CI-sized test (tests/test_toyworld2_dice.py) checks against these figures")
@@ -229,9 +237,9 @@ def main(argv=None) -> dict:
     settings = run_settings(a)
 
     def train(model, clip, candidate: str, seed: int):
-        recipe, steps, stages = parse_candidate(candidate)
+        recipe, steps, stages, batch_size = parse_candidate(candidate)
         node_settings = toyworld_table.NodeSettings(
-            steps=steps, seed=seed, batch_size=32, lr=0.0, samples_per_prompt=a.samples_per_prompt, recipe=recipe,
+            steps=steps, seed=seed, batch_size=batch_size, lr=0.0, samples_per_prompt=a.samples_per_prompt, recipe=recipe,
             image_px=IMAGE_PX, timestep_stages=stages, guidance_scale=TEACHER_W)
         bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, captions, node_settings)
         return bundle, seconds
@@ -245,6 +253,8 @@ def main(argv=None) -> dict:
               "validation_pairs": len(validation_captions) * a.validation_seeds,
               "test_pairs": len(test_captions) * a.test_seeds, "bases": [], "settings": settings,
               **({"validation": validation} if validation else {})}
+    if a.validation_only and chosen:
+        return result
     for base_path in bases:
         sha256 = _sha256(base_path)
         if sha256 in finished:  # measured by an earlier run of the same settings
@@ -269,10 +279,13 @@ def main(argv=None) -> dict:
             result["validation"] = {"cfg1": cfg1["accuracy"], "cfg_w": cfg_w["accuracy"],
                                     "dice": {f"{c}@{s:g}": v for (c, s), v in scores.items()},
                                     "scaling": {f"{k:g}": v for k, v in scaling.items()}, "chosen": chosen,
+                                    "train_s": {c: trained[(c, 0)][1] for c in a.candidates},
                                     "base_sha256": sha256}
             print(json.dumps(result["validation"]), flush=True)
             # a checkpoint, and what a --choice-from process waits for
             common.write_json(with_total_seconds(result), a.json)
+            if a.validation_only:
+                return {**result, "validation_seconds": time.time() - t0}
         settings_rows_here = a.settings_rows == "here" or (
             a.settings_rows == "validation" and result.get("validation", {}).get("base_sha256") == sha256)
         test = Sampler(model, clip, test_captions, range(TEST_SEED_START, TEST_SEED_START + a.test_seeds))

@@ -246,3 +246,31 @@ def test_the_speed_sections_time_every_core(monkeypatch):
     run_all.training("cpu")
     run_all.cost_curve("cpu")
     assert len(seen) == 3 + 3 + 6 and set(seen) == {os.cpu_count()}
+
+
+def test_world2_candidates_name_their_steps_stages_and_batch():
+    from benchmarks import toyworld2_table
+
+    assert toyworld2_table.parse_candidate("dice-pack:600") == ("dice-pack", 600, "", toyworld2_table.BATCH_SIZE)
+    assert toyworld2_table.parse_candidate("dice-pack:1200:b16") == ("dice-pack", 1200, "", 16)
+    assert toyworld2_table.parse_candidate("paper:600:0.08/0.24/0.5:b8") == ("paper", 600, "0.08, 0.24, 0.5", 8)
+
+
+def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_path):
+    """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength on validation,
+    with recovery against the table's recorded validation references."""
+    from dice_testkit import harness
+
+    harness.setup_comfy()
+    from benchmarks import toyworld2_recipes
+
+    out = tmp_path / "recipe.json"
+    result = toyworld2_recipes.main(["--steps", "3", "--batch", "4", "--captions", "2", "--samples-per-prompt", "1",
+                                     "--strengths", "1", "2", "--validation-captions", "2", "--json", str(out)])
+    written = json.loads(out.read_text())  # compared by accuracy: a 2-caption check has no Fréchet distance (nan)
+    assert {k: v["accuracy"] for k, v in written["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
+    assert set(result["scores"]) == {"1", "2"} and written["settings"]["steps"] == 3
+    with open(run_all.RESULTS, encoding="utf-8") as f:
+        reference = json.load(f)["cpu"]["toyworld2"]["validation"]
+    for row in result["scores"].values():  # the same expression on the same floats: equal, not close
+        assert row["recovery"] == (row["accuracy"] - reference["cfg1"]) / (reference["cfg_w"] - reference["cfg1"])
