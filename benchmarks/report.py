@@ -343,6 +343,10 @@ def _toyworld2(t: dict) -> list[str]:
             f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])}, in binding {r.get('binding_recovery', float('nan')):.2f} "
             f"(trained in {r['train_s']:.0f} s)"
             for k, r in base["recovery"].items()), ""]
+        if "shipped_refiner" in base:
+            shipped = base["shipped_refiner"]
+            lines += [f"Refiner seed {shipped['refiner_seed']}'s refiner is shipped as `toyworld/weights/world2/{shipped['file']}` "
+                      f"(sha256 {shipped['sha256'][:12]}...); `tests/test_toyworld2_dice.py` checks it against these figures.", ""]
         if not base["settings_rows"]:  # measured on one base model only
             continue
         lines += [f"Beyond the teacher's settings (euler 20 steps), on base seed {base['base_seed']} with its refiner seed 0:", "",
