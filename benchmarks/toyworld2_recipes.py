@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from benchmarks import common, toyworld2_table, toyworld_table
+from benchmarks import common, run_all, toyworld2_table, toyworld_table
 
 
 def main(argv=None) -> dict:
@@ -43,8 +43,7 @@ def main(argv=None) -> dict:
         steps=a.steps, seed=0, batch_size=a.batch, lr=0.0, samples_per_prompt=a.samples_per_prompt, recipe="dice-pack",
         image_px=toyworld2_table.IMAGE_PX, timestep_stages=a.stages, guidance_scale=toyworld2_table.TEACHER_W)
     bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
-    with open(os.path.join(common.REPO, "benchmarks", "results.json"), encoding="utf-8") as f:
-        reference = json.load(f)["cpu"]["toyworld2"]["validation"]
+    reference = run_all.read_results()["cpu"]["toyworld2"]["validation"]
     val = toyworld2_table.Sampler(model, clip, world2.VALIDATION_CAPTIONS[:a.validation_captions or None], range(2))
     refine_node = nodes_map["DiceRefineConditioning"]
     result = {"settings": vars(a), "train_s": seconds, "scores": {}}

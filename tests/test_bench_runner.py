@@ -270,7 +270,6 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
     written = json.loads(out.read_text())  # compared by accuracy: a 2-caption check has no Fréchet distance (nan)
     assert {k: v["accuracy"] for k, v in written["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
     assert set(result["scores"]) == {"1", "2"} and written["settings"]["steps"] == 3
-    with open(run_all.RESULTS, encoding="utf-8") as f:
-        reference = json.load(f)["cpu"]["toyworld2"]["validation"]
+    reference = run_all.read_results()["cpu"]["toyworld2"]["validation"]
     for row in result["scores"].values():  # the same expression on the same floats: equal, not close
         assert row["recovery"] == (row["accuracy"] - reference["cfg1"]) / (reference["cfg_w"] - reference["cfg1"])

@@ -16,30 +16,24 @@ the other core.
 
 from __future__ import annotations
 
-import json
-import os
-
 import pytest
 
-from dice_testkit import harness
+from benchmarks import run_all, toyworld_table
 
 pytestmark = pytest.mark.slow
-
-RESULTS = os.path.join(harness.REPO, "benchmarks", "results.json")
 
 
 def _measured_table() -> tuple[dict, dict]:
     """The toyworld2 section on record, and its base model whose refiner was shipped."""
-    with open(RESULTS, encoding="utf-8") as f:
-        table = json.load(f)["cpu"]["toyworld2"]
+    table = run_all.read_results()["cpu"]["toyworld2"]
     shipped = [base for base in table["bases"] if "shipped_refiner" in base]
     assert len(shipped) == 1, "results.json's toyworld2 section names no shipped refiner: run make bench"
     return table, shipped[0]
 
 
 def test_shipped_world2_refiner_is_the_measured_one_and_recovers_within_its_interval_on_the_test_split():
-    harness.setup_comfy()
-    from benchmarks import toyworld2_table, toyworld_table
+    nodes_map = toyworld_table.setup()  # ComfyUI and the pack, before the modules that import them
+    from benchmarks import toyworld2_table
     from dice_core.fileformat import load_refiner
     from toyworld import comfy_objects, world2
     from toyworld.train_base import _sha256
@@ -52,7 +46,6 @@ def test_shipped_world2_refiner_is_the_measured_one_and_recovers_within_its_inte
     chosen, seed = base["chosen"], base["shipped_refiner"]["refiner_seed"]
     recorded = base["recovery"][str(seed)]
 
-    nodes_map = toyworld_table.setup()
     model, clip, _ = comfy_objects.load_toy_world2(base_path)
     test = toyworld2_table.Sampler(model, clip, world2.TEST_CAPTIONS, [toyworld2_table.TEST_SEED_START])
     cfg1 = test.run(1.0)["accuracy"]
