@@ -8,7 +8,7 @@ import torch
 
 from dice_core.families import check_same_family, family_info
 from dice_core.fileformat import RefinerBundle
-from dice_core.refiner import is_zeroed_out
+from dice_core.refiner import StrengthSchedule, is_zeroed_out
 
 from .bridge import PATCHES_MARK, encode_prompt, family_of, model_fingerprint
 
@@ -89,12 +89,13 @@ def warn_if_other_model(refiner: RefinerBundle, model) -> None:
         log.warning(OTHER_CHECKPOINT_WARNING, trained_on, now)
 
 
-def dial(refiner: RefinerBundle, guidance_scale: float, strength: float) -> tuple[float | None, float]:
-    """(the scale w a dial refiner is asked for, the alpha to refine with) for the node's guidance_scale (0: the
-    scale the refiner was trained for). A single-scale refiner can only scale its change: w maps to strength *
-    (w - 1) / (w_trained - 1), which measured close to CFG below the trained w and well short above it."""
+def dial(refiner: RefinerBundle, guidance_scale: float) -> tuple[float | None, float]:
+    """(the scale w a dial refiner is asked for, the factor that turns a strength into the alpha to refine with) for the
+    node's guidance_scale (0: the scale the refiner was trained for). A single-scale refiner can only scale its change:
+    w maps to strength * (w - 1) / (w_trained - 1), which measured close to CFG below the trained w and well short
+    above it."""
     if not guidance_scale or guidance_scale == refiner.trained_guidance:
-        return None, strength
+        return None, 1.0
     if guidance_scale < 1:
         raise ValueError(f"guidance_scale {guidance_scale:g} is below 1; use 0 for the scale the refiner was trained for")
     if refiner.module.guidance is not None:
@@ -102,13 +103,13 @@ def dial(refiner: RefinerBundle, guidance_scale: float, strength: float) -> tupl
         if low is not None and not low <= guidance_scale <= high:
             log.warning("DICE: guidance_scale %g is outside the range this dial refiner was trained on (%g to %g); "
                         "its guidance there is extrapolated and untested", guidance_scale, low, high)
-        return guidance_scale, strength
+        return guidance_scale, 1.0
     trained = refiner.trained_guidance
     if trained is None or trained <= 1:
         raise ValueError("this refiner's file does not record the guidance scale it was trained for, so guidance_scale "
                          "cannot be mapped onto it: set guidance_scale to 0 and use strength")
     log.warning(DIAL_WARNING, trained, guidance_scale, (guidance_scale - 1) / (trained - 1))
-    return None, strength * (guidance_scale - 1) / (trained - 1)
+    return None, (guidance_scale - 1) / (trained - 1)
 
 
 DIAL_WARNING = (
@@ -118,12 +119,13 @@ DIAL_WARNING = (
 )
 
 
-def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float = 1.0, model=None,
-                        guidance_scale: float = 0.0) -> list:
+def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strength: float | StrengthSchedule = 1.0,
+                        model=None, guidance_scale: float = 0.0) -> list:
     """A new CONDITIONING list: each entry is the input entry with its tensor refined. The dict is a shallow
     copy with exactly the same keys and values (nothing added, so no hooks reach the sampler). A timestep-aware
-    refiner makes one such entry per stage, which adds only the start_percent and end_percent that ComfyUI's own
-    ConditioningSetTimestepRange sets."""
+    refiner makes one such entry per stage, and a StrengthSchedule one per phase, which adds only the start_percent
+    and end_percent that ComfyUI's own ConditioningSetTimestepRange sets."""
+    schedule = strength if isinstance(strength, StrengthSchedule) else StrengthSchedule(strength, strength)
     check_refiner_fits(refiner, model)
     if not positive:
         raise ValueError("the positive CONDITIONING is empty: connect a text encoder output")
@@ -132,30 +134,32 @@ def refine_conditioning(refiner: RefinerBundle, positive, negative=None, strengt
         log.warning(ZERO_NEGATIVE_WARNING)
     if uc is not None and not is_zeroed_out(uc) and not refiner.recipe.get("negative_prompts") and not _same(uc, refiner.null_uc):
         log.warning(UNTRAINED_NEGATIVE_WARNING)
-    guidance, alpha = dial(refiner, guidance_scale, strength)
+    guidance, strength_factor = dial(refiner, guidance_scale)
     out = []
     for tensor, extras in positive:
-        if refiner.module.stage_count == 1:
+        if refiner.module.stage_count == 1 and schedule.is_constant:
+            alpha = schedule.phases()[0][0] * strength_factor
             out.append([refiner.refine(tensor, uc, alpha, guidance), extras.copy()])
             continue
-        for stage, (start, end) in stage_entry_ranges(refiner, extras):
-            out.append([refiner.refine(tensor, uc, alpha, guidance, stage), {**extras, "start_percent": start,
-                                                                             "end_percent": end}])
+        for stage, phase_strength, (start, end) in entry_pieces(refiner, schedule, extras):
+            out.append([refiner.refine(tensor, uc, phase_strength * strength_factor, guidance, stage),
+                        {**extras, "start_percent": start, "end_percent": end}])
     return out
 
 
-def stage_entry_ranges(refiner: RefinerBundle, extras: dict) -> list[tuple[int, tuple[float, float]]]:
-    """(stage, (start_percent, end_percent)) of the entries a timestep-aware refiner makes of one input entry: each
-    stage's range, within the range the entry already had (ConditioningSetTimestepRange's keys), so a prompt
-    scheduled for part of the sampling stays scheduled there. Stages outside it make no entry. Exactly one entry
-    applies at each step, as the stages' ranges meet end to start, so sampling stays one model pass per step."""
+def entry_pieces(refiner: RefinerBundle, schedule: StrengthSchedule, extras: dict) -> list[tuple[int, float, tuple[float, float]]]:
+    """(stage, strength, (start_percent, end_percent)) of the entries made of one input entry: each range where one
+    timestep stage and one strength phase apply, within the range the entry already had (ConditioningSetTimestepRange's
+    keys), so a prompt scheduled for part of the sampling stays scheduled there. Pieces outside it make no entry.
+    Exactly one entry applies at each step, as the ranges meet end to start, so sampling stays one model pass per step."""
     own = (float(extras.get("start_percent", 0.0)), float(extras.get("end_percent", 1.0)))
-    ranges = []
-    for stage, (start, end) in enumerate(refiner.stage_ranges):
-        start, end = max(start, own[0]), min(end, own[1])
-        if start < end:
-            ranges.append((stage, (start, end)))
-    return ranges
+    pieces = []
+    for stage, (stage_start, stage_end) in enumerate(refiner.stage_ranges):
+        for phase_strength, (phase_start, phase_end) in schedule.phases():
+            start, end = max(stage_start, phase_start, own[0]), min(stage_end, phase_end, own[1])
+            if start < end:
+                pieces.append((stage, phase_strength, (start, end)))
+    return pieces
 
 
 def training_prompt_entries(clip, texts: list[str], conditioning=None) -> list[list]:

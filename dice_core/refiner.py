@@ -6,6 +6,9 @@ attention.to_out.0, fc2) so that weights trained with the paper's code load unch
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +85,54 @@ def stage_ranges(edges: tuple[float, ...]) -> list[tuple[float, float]]:
     """(start_percent, end_percent) of each stage, as ComfyUI's timestep-range CONDITIONING entries say it."""
     bounds = (0.0, *edges, 1.0)
     return list(zip(bounds[:-1], bounds[1:]))
+
+
+@dataclass(frozen=True)
+class StrengthSchedule:
+    """alpha in c' = c + alpha * R(c, uc) over the sampling: `strength` from the first step, `late_strength` from
+    `late_from` on, in ComfyUI's sampling percents (0 is the first step, 1 the end). late_from 1 is one strength
+    throughout, the paper's way. Two strengths are delivered as two timestep-range CONDITIONING entries, so sampling
+    stays one model pass per step."""
+
+    strength: float = 1.0
+    late_strength: float = 1.0
+    late_from: float = 1.0
+
+    def __post_init__(self):
+        for name in ("strength", "late_strength"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a number of at least 0, got {getattr(self, name)}")
+        if not 0.0 <= self.late_from <= 1.0:
+            raise ValueError(f"late_from is a sampling percent between 0 and 1 (1: one strength throughout), got "
+                             f"{self.late_from:g}")
+
+    @property
+    def is_constant(self) -> bool:
+        return len(self.phases()) == 1
+
+    def phases(self) -> list[tuple[float, tuple[float, float]]]:
+        """(strength, (start_percent, end_percent)) of each phase of the sampling, in order; one phase if constant."""
+        if self.late_from <= 0.0:
+            return [(self.late_strength, (0.0, 1.0))]
+        if self.late_from >= 1.0 or self.late_strength == self.strength:
+            return [(self.strength, (0.0, 1.0))]
+        return [(self.strength, (0.0, self.late_from)), (self.late_strength, (self.late_from, 1.0))]
+
+    def label(self) -> str:
+        """"1.5" for one strength, "1>2@0.3" for 1 and then 2 from 30% of the sampling on; parse() reads it back."""
+        if self.is_constant:
+            return f"{self.phases()[0][0]:g}"
+        return f"{self.strength:g}>{self.late_strength:g}@{self.late_from:g}"
+
+    @classmethod
+    def parse(cls, text) -> StrengthSchedule:
+        early, _, rest = str(text).partition(">")
+        if not rest:
+            return cls(float(early), float(early))
+        late, at, late_from = rest.partition("@")
+        if not at:
+            raise ValueError(f"a strength schedule reads early>late@percent, e.g. 1>2@0.3; got {text!r}")
+        return cls(float(early), float(late), float(late_from))
 
 
 class Refiner(nn.Module):

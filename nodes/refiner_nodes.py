@@ -7,6 +7,7 @@ from comfy_api.v0_0_2 import io
 from dice_comfy.conditioning import refine_conditioning
 from dice_comfy.paths import load_refiner_file, refiner_files, save_refiner_file
 from dice_core.fileformat import RefinerBundle
+from dice_core.refiner import StrengthSchedule
 
 from .library import CATEGORY, placement
 
@@ -120,11 +121,34 @@ class DiceRefineConditioning(io.ComfyNode):
                     "inside its range; a single-scale refiner can only scale its change, which falls short above the "
                     "trained scale (a warning says so).",
                 ),
+                io.Float.Input(
+                    "late_strength",
+                    default=1.0,
+                    min=0.0,
+                    max=3.0,
+                    step=0.05,
+                    optional=True,
+                    tooltip="The strength from late_from to the end of sampling; strength applies before. The refined "
+                    "prompt becomes two entries with start_percent/end_percent, as Conditioning (Set Timestep Range) "
+                    "makes them, so KSampler still runs one model pass per step. Measured in toy world 2 (BENCHMARKS.md): "
+                    "weak early and strong late steps bound attributes better than any single strength.",
+                ),
+                io.Float.Input(
+                    "late_from",
+                    default=1.0,
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    optional=True,
+                    tooltip="Where late_strength takes over, as a share of the sampling (0 is the first step, 1 the end, "
+                    "as in Conditioning (Set Timestep Range)). 1.0 keeps one strength throughout, the paper's way.",
+                ),
             ],
             outputs=[io.Conditioning.Output(display_name="refined", tooltip="Refined prompt; use with KSampler at cfg 1.0.")],
         )
 
     @classmethod
     def execute(cls, positive, refiner: RefinerBundle, strength: float = 1.0, negative=None, model=None,
-                guidance_scale: float = 0.0) -> io.NodeOutput:
-        return io.NodeOutput(refine_conditioning(refiner, positive, negative, strength, model, guidance_scale))
+                guidance_scale: float = 0.0, late_strength: float = 1.0, late_from: float = 1.0) -> io.NodeOutput:
+        schedule = StrengthSchedule(strength, late_strength, late_from)
+        return io.NodeOutput(refine_conditioning(refiner, positive, negative, schedule, model, guidance_scale))

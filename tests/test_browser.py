@@ -114,7 +114,7 @@ def test_every_dice_node_is_registered_in_the_page(page):
     widgets = page.evaluate("""() => { const n = window.LiteGraph.createNode('DiceRefineConditioning');
         return [n.inputs.map(i => i.name), n.widgets.map(w => w.name)]; }""")
     assert widgets[0][:2] == ["positive", "refiner"] and "negative" in widgets[0]
-    assert widgets[1] == ["strength", "guidance_scale"]
+    assert widgets[1] == ["strength", "guidance_scale", "late_strength", "late_from"]
 
 
 @pytest.mark.parametrize("name", WORKFLOW_NAMES)

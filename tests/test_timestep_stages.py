@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 
 from dice_core.fileformat import RefinerBundle, RefinerFileError, load_refiner, save_refiner
-from dice_core.refiner import Refiner, stage_ranges
+from dice_core.refiner import Refiner, StrengthSchedule, stage_ranges
 from dice_core.training import PromptBank as Bank
 from dice_core.training import (
     TrainConfig,
@@ -244,22 +244,34 @@ class _CondRecorder(tiny_models.CallCounter):
         return super().__call__(apply_model, args)
 
 
-def _check_each_step_uses_the_stage_training_assigned(patcher, bundle, entry, latent, steps, comfy_nodes):
-    """KSampler at cfg 1 on the refined entries: one model pass per step, and each pass's prompt is the entry of the
-    stage that training assigns to that step's sigma (through the same percent_to_sigma ComfyUI uses)."""
+def _record_ksampler_at_cfg_1(patcher, refined, entry, latent, steps) -> list[tuple[float, torch.Tensor]]:
+    """(sigma, prompt tensor) of each model call of KSampler at cfg 1 on the refined entries, checking that each step
+    made one model pass of one row."""
     import nodes
-    from dice_comfy.bridge import ComfyDenoiser
 
-    refined = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 1.0, model=patcher).args[0]
     recorder = _CondRecorder()
     with torch.inference_mode():
         nodes.common_ksampler(recorder.attach(patcher), 7, steps, 1.0, "euler", "normal", refined, [entry],
                               {"samples": latent})
     assert recorder.batches == [1] * steps
+    return recorder.calls
+
+
+def _sigmas_at(patcher, entry, percents) -> list[float]:
+    """The sigmas of sampling percents, through the same percent_to_sigma ComfyUI's timestep ranges use."""
+    from dice_comfy.bridge import ComfyDenoiser
+
     denoiser = ComfyDenoiser(patcher, [entry], entry, "cpu", None, None)
-    edge_sigmas = [denoiser.sigma_at_percent(p) for p in bundle.module.stage_edges]
+    return [denoiser.sigma_at_percent(p) for p in percents]
+
+
+def _check_each_step_uses_the_stage_training_assigned(patcher, bundle, entry, latent, steps, comfy_nodes):
+    """KSampler at cfg 1 on the refined entries: one model pass per step, and each pass's prompt is the entry of the
+    stage that training assigns to that step's sigma."""
+    refined = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 1.0, model=patcher).args[0]
+    edge_sigmas = _sigmas_at(patcher, entry, bundle.module.stage_edges)
     seen = set()
-    for sigma, tensor in recorder.calls:
+    for sigma, tensor in _record_ksampler_at_cfg_1(patcher, refined, entry, latent, steps):
         stage = int(stage_of_sigma(torch.tensor([sigma]), edge_sigmas)[0])
         seen.add(stage)
         assert torch.equal(tensor.to(refined[stage][0]), refined[stage][0]), (sigma, stage)
@@ -303,3 +315,90 @@ def test_the_sharpening_plot_averages_the_stages():
     both = sharpening_pattern(RefinerBundle(module=staged, keep_rule="none"), bank)
     first = sharpening_pattern(RefinerBundle(module=single, keep_rule="none"), bank)
     assert first.abs().sum() > 0 and torch.equal(both, first / 2)
+
+
+# ---- a strength schedule: one refiner, a weaker strength early and a stronger one late -----------------------
+
+def test_a_strength_schedule_reads_back_from_its_label_and_refuses_what_is_not_one():
+    schedule = StrengthSchedule(1.0, 2.0, 0.3)
+    assert schedule.phases() == [(1.0, (0.0, 0.3)), (2.0, (0.3, 1.0))]
+    assert StrengthSchedule.parse(schedule.label()) == schedule and schedule.label() == "1>2@0.3"
+    # one strength throughout: late_from 1, equal strengths, or the late strength from the first step
+    assert StrengthSchedule.parse("1.5").phases() == [(1.5, (0.0, 1.0))] and StrengthSchedule.parse(1.5).label() == "1.5"
+    assert StrengthSchedule(1.0, 2.0, 1.0).phases() == [(1.0, (0.0, 1.0))]
+    assert StrengthSchedule(2.0, 2.0, 0.4).phases() == [(2.0, (0.0, 1.0))]
+    assert StrengthSchedule(1.0, 2.0, 0.0).phases() == [(2.0, (0.0, 1.0))] and StrengthSchedule(1.0, 2.0, 0.0).label() == "2"
+    with pytest.raises(ValueError, match="late_from is a sampling percent between 0 and 1"):
+        StrengthSchedule(1.0, 2.0, 1.5)
+    with pytest.raises(ValueError, match="late_strength must be a number of at least 0"):
+        StrengthSchedule(1.0, -1.0, 0.5)
+    with pytest.raises(ValueError, match="reads early>late@percent"):
+        StrengthSchedule.parse("1>2")
+
+
+@pytest.fixture(scope="module")
+def single_sd15(comfy_nodes):
+    with torch.inference_mode():
+        patcher = tiny_models.sd15(seed=1)
+        bundle = comfy_nodes["DiceTrainRefiner"].execute(patcher, clip=tiny_models.TextClip(),
+                                                         **tiny_models.train_node_args(steps=3, teacher_steps=6)).args[0]
+    return patcher, bundle
+
+
+def test_a_strength_schedule_makes_one_entry_per_phase_with_only_comfyui_s_range_keys_added(single_sd15, comfy_nodes):
+    patcher, bundle = single_sd15
+    entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
+    refine = comfy_nodes["DiceRefineConditioning"]
+    out = refine.execute([entry], bundle, 1.0, model=patcher, late_strength=2.0, late_from=0.3).args[0]
+    assert [(e[1]["start_percent"], e[1]["end_percent"]) for e in out] == [(0.0, 0.3), (0.3, 1.0)]
+    for (tensor, extras), alpha in zip(out, (1.0, 2.0)):
+        assert extras.keys() - entry[1].keys() == {"start_percent", "end_percent"}
+        assert all(extras[key] is entry[1][key] for key in entry[1])
+        assert torch.equal(tensor, bundle.refine(entry[0], None, alpha))
+    # the defaults are one strength throughout: one entry, the input's keys and nothing else
+    (tensor, extras), = refine.execute([entry], bundle, 1.5, model=patcher).args[0]
+    assert extras == entry[1] and torch.equal(tensor, bundle.refine(entry[0], None, 1.5))
+    # an entry scheduled for part of the sampling keeps to it
+    scheduled = [entry[0], {**entry[1], "start_percent": 0.5, "end_percent": 0.9}]
+    cut = refine.execute([scheduled], bundle, 1.0, late_strength=2.0, late_from=0.3).args[0]
+    assert [(e[1]["start_percent"], e[1]["end_percent"]) for e in cut] == [(0.5, 0.9)]
+    assert torch.equal(cut[0][0], bundle.refine(entry[0], None, 2.0))
+
+
+def test_a_strength_schedule_on_a_staged_refiner_cuts_the_stages_at_the_switch(staged_sd15, comfy_nodes):
+    patcher, bundle = staged_sd15  # stages (0, 0.3), (0.3, 0.6), (0.6, 1)
+    entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
+    out = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 0.5, late_strength=1.5, late_from=0.45).args[0]
+    expected = [(0, 0.5, (0.0, 0.3)), (1, 0.5, (0.3, 0.45)), (1, 1.5, (0.45, 0.6)), (2, 1.5, (0.6, 1.0))]
+    assert [(e[1]["start_percent"], e[1]["end_percent"]) for e in out] == [r for _, _, r in expected]
+    for (tensor, _), (stage, alpha, _) in zip(out, expected):
+        assert torch.equal(tensor, bundle.refine(entry[0], None, alpha, None, stage))
+
+
+def test_a_single_scale_refiner_s_dial_scales_both_phases_and_warns_once(single_sd15, comfy_nodes, caplog):
+    import logging
+
+    patcher, bundle = single_sd15
+    trained = bundle.trained_guidance
+    entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
+    w = 1 + (trained - 1) / 2  # half the trained guidance's distance from 1: strength x 0.5, exactly
+    with caplog.at_level(logging.WARNING, logger="ComfyUI-DICE"):
+        out = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 1.0, guidance_scale=w, late_strength=2.0,
+                                                            late_from=0.3).args[0]
+    assert [torch.equal(t, bundle.refine(entry[0], None, a)) for (t, _), a in zip(out, (0.5, 1.0))] == [True, True]
+    assert caplog.text.count("trained for one guidance scale") == 1
+
+
+@pytest.mark.parametrize("steps", [7, 12])
+def test_ksampler_at_cfg_1_makes_one_pass_per_step_with_the_phase_of_that_sigma(single_sd15, comfy_nodes, steps):
+    patcher, bundle = single_sd15
+    entry = tiny_models.TextClip().encode_from_tokens_scheduled("a b")[0]
+    refined = comfy_nodes["DiceRefineConditioning"].execute([entry], bundle, 1.0, model=patcher, late_strength=2.0,
+                                                            late_from=0.4).args[0]
+    switch_sigma = _sigmas_at(patcher, entry, [0.4])
+    phases = []
+    for sigma, tensor in _record_ksampler_at_cfg_1(patcher, refined, entry, torch.zeros(1, 4, 8, 8), steps):
+        phase = int(stage_of_sigma(torch.tensor([sigma]), switch_sigma)[0])  # the same rule as the stages'
+        phases.append(phase)
+        assert torch.equal(tensor.to(refined[phase][0]), refined[phase][0]), (sigma, phase)
+    assert phases == sorted(phases) and set(phases) == {0, 1}
