@@ -37,10 +37,19 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
     sampling = sampling or SamplingOptions()
     prompts, seeds = list(prompts), list(seeds)
     specs = world2.caption_targets(prompts).repeat_interleave(len(seeds), 0)
-    positive, negative = conditioning(clip_or_cond_fn, prompts, sampling, positive_transform, negative)
     # Each caption its own noise: world 2 is scored on 1 to 4 seeds, and one shared noise image per seed would make
-    # all 102 captions one draw of where the objects go.
-    latents, seconds = sample_latents(model, positive, negative, seeds, cfg, sampling, world2.RES, noise_per_prompt=True)
+    # all 102 captions one draw of where the objects go. Captions sampled sampling.prompts_per_call at a time get the
+    # noise of their place in the whole list, so the images do not depend on how the list is split.
+    per_call = sampling.prompts_per_call or len(prompts)
+    parts, seconds = [], 0.0
+    for start in range(0, len(prompts), per_call):
+        positive, negative_part = conditioning(clip_or_cond_fn, prompts[start:start + per_call], sampling, positive_transform,
+                                               negative)
+        part, part_seconds = sample_latents(model, positive, negative_part, seeds, cfg, sampling, world2.RES,
+                                            noise_per_prompt=True, first_index=start)
+        parts.append(part)
+        seconds += part_seconds
+    latents = torch.cat(parts)
     images = world2.latent_to_rgb(latents)
     analysis = world2.analyse(images)
     scores = world2.score(analysis, specs)
