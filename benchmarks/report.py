@@ -315,6 +315,17 @@ def _ci(pair) -> str:
     return f"[{pair[0]:.3f}, {pair[1]:.3f}]"
 
 
+def _strength_words(strength) -> str:
+    """A chosen strength as the report says it: "strength 1.5", or "strength 1, then 2 from 20% of the sampling on"
+    for a StrengthSchedule label such as "1>2@0.2"."""
+    from dice_core.refiner import StrengthSchedule
+
+    schedule = StrengthSchedule.parse(strength)
+    if schedule.is_constant:
+        return f"strength {schedule.phases()[0][0]:g}"
+    return f"strength {schedule.strength:g}, then {schedule.late_strength:g} from {schedule.late_from:.0%} of the sampling on"
+
+
 def _toyworld2(t: dict) -> list[str]:
     """Toy world 2's table: one block per base model, then the sampler and step-count rows."""
     if "skipped" in t:
@@ -325,7 +336,7 @@ def _toyworld2(t: dict) -> list[str]:
              f"Refiners trained by DICE Train Refiner on {t['refiner_captions']} training captions x "
              f"{t['samples_per_prompt']} teacher samples at the teacher's cfg {t['teacher_w']:g} (chosen on validation: cfg 5 "
              "over-drives the objects past the analyser's range), and recovery is measured against it. Chosen on validation "
-             f"({t['validation_pairs']} pairs): **{chosen['candidate']} at strength {chosen['strength']:g}**, scaling "
+             f"({t['validation_pairs']} pairs): **{chosen['candidate']} at {_strength_words(chosen['strength'])}**, scaling "
              f"c*{chosen['scale']:g}. Figures on the test split ({t['test_pairs']} pairs per method), with 95% bootstrap "
              "intervals over captions.", "",
              f"Validation accuracy: cfg 1 {v['cfg1']:.3f}, cfg {t['teacher_w']:g} {v['cfg_w']:.3f}; DICE "

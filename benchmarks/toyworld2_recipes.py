@@ -30,29 +30,49 @@ def main(argv=None) -> dict:
     p.add_argument("--stages", default="", help="timestep stage edges as the node takes them, e.g. '0.08, 0.24, 0.5'")
     p.add_argument("--captions", type=int, default=toyworld2_table.REFINER_CAPTIONS, help="training prompts")
     p.add_argument("--samples-per-prompt", type=int, default=toyworld2_table.SAMPLES_PER_PROMPT)
-    p.add_argument("--strengths", type=float, nargs="+", default=[1.0, 1.25, 1.5, 2.0])
+    p.add_argument("--train-w", type=float, default=toyworld2_table.TEACHER_W,
+                   help="the cfg of the teacher's training targets; recovery stays against the table's teacher, cfg 3")
+    p.add_argument("--strengths", nargs="+", default=["1", "1.25", "1.5", "2"],
+                   help="strengths, or schedules early>late@percent (e.g. 1>2@0.3: 1, then 2 from 30%% of the sampling on)")
+    p.add_argument("--refiner", help="score this refiner file instead of training one (e.g. the shipped one)")
     p.add_argument("--validation-captions", type=int, default=0, help="only the first N (0: all 102); for quick checks")
+    p.add_argument("--base-index", type=int, default=0, help="which shipped base model (comfy_objects.world2_base_paths)")
+    p.add_argument("--save", help="also save the refiner here")
     p.add_argument("--json", help="write the scores here, after each strength")
     a = p.parse_args(argv)
     nodes_map = toyworld_table.setup()
     from toyworld import comfy_objects, world2
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    model, clip, _ = comfy_objects.load_toy_world2(comfy_objects.world2_base_paths()[0])
-    settings = toyworld_table.NodeSettings(
-        steps=a.steps, seed=0, batch_size=a.batch, lr=0.0, samples_per_prompt=a.samples_per_prompt, recipe="dice-pack",
-        image_px=toyworld2_table.IMAGE_PX, timestep_stages=a.stages, guidance_scale=toyworld2_table.TEACHER_W)
-    bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
-    reference = run_all.read_results()["cpu"]["toyworld2"]["validation"]
+    from toyworld.train_base import _sha256
+
+    base_path = comfy_objects.world2_base_paths()[a.base_index]
+    model, clip, _ = comfy_objects.load_toy_world2(base_path)
+    stage_field = [":" + "/".join(a.stages.replace(",", " ").split())] if a.stages.strip() else []
+    candidate = "".join([f"dice-pack:{a.steps}", *stage_field, f":b{a.batch}"])
+    settings = toyworld2_table.node_settings(candidate, 0, a.samples_per_prompt, a.train_w)
+    if a.refiner:
+        from dice_core.fileformat import load_refiner
+        bundle, seconds = load_refiner(a.refiner), None
+    else:
+        bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
+    if a.save:
+        from dice_core.fileformat import save_refiner
+        save_refiner(a.save, bundle, include_optimizer=False)
     val = toyworld2_table.Sampler(model, clip, world2.VALIDATION_CAPTIONS[:a.validation_captions or None], range(2))
+    reference = run_all.read_results()["cpu"]["toyworld2"]["validation"]
+    if reference["base_sha256"] != _sha256(base_path) or a.validation_captions:
+        # not the table's validation base model or captions: its cfg 1 and teacher rows are measured here
+        reference = {"cfg1": val.run(1.0)["accuracy"], "cfg_w": val.run(toyworld2_table.TEACHER_W)["accuracy"]}
+        print(f"validation references: {json.dumps(reference)}", flush=True)
     refine_node = nodes_map["DiceRefineConditioning"]
-    result = {"settings": vars(a), "train_s": seconds, "scores": {}}
+    result = {"settings": vars(a), "train_s": seconds, "references": reference, "scores": {}}
     for strength in a.strengths:
         row = val.run(1.0, toyworld2_table.refine_with(refine_node, bundle, strength))
-        result["scores"][f"{strength:g}"] = {
+        result["scores"][strength] = {
             "accuracy": row["accuracy"], "binding": row["binding"], "frechet": row["frechet"], "diversity": row["diversity"],
             "recovery": toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])}
-        print(f"strength {strength:g}: {json.dumps(result['scores'][f'{strength:g}'])}", flush=True)
+        print(f"strength {strength}: {json.dumps(result['scores'][strength])}", flush=True)
         common.write_json(result, a.json)
     return result
 

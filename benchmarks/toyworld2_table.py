@@ -4,7 +4,7 @@ For each shipped world-2 base model (one per base seed), on ComfyUI's own sample
 1. Validation (world2.VALIDATION_CAPTIONS, noise seeds 0..V-1): DICE refiners trained by the DICE Train
    Refiner node for each --candidates entry (recipe:steps, then optionally stage edges for timestep-aware
    refinement, e.g. dice-pack:600:0.08/0.24/0.5, and a batch size, e.g. dice-pack:1200:b16), each tried at every
-   strength in STRENGTHS; the
+   strength or strength schedule in STRENGTHS; the
    scaling baseline c * k for k in SCALES. The candidate and strength with the highest validation accuracy
    are chosen on the first base model and kept for the others, and so is the scale. Ties go to the earlier,
    cheaper entry.
@@ -45,6 +45,7 @@ import torch
 from benchmarks import common, toyworld_table
 from benchmarks.dial_study import bootstrap_recovery
 from benchmarks.negative_study import bootstrap_mean
+from dice_core.refiner import StrengthSchedule
 
 # The teacher's guidance, chosen on world 2's validation captions (toyworld/README.md, "The shipped base models"):
 # there binding at cfg 3 is 0.25 above cfg 1, while at cfg 5 CFG drives the objects' lit channels to 1.5-1.9, and
@@ -52,13 +53,20 @@ from benchmarks.negative_study import bootstrap_mean
 # reported method (OVERDRIVEN_W), to show that over-drive beside the teacher and DICE.
 TEACHER_W = 3.0
 OVERDRIVEN_W = 5.0
-# 1 is the paper's; the last grid (1, 1.25, 1.5) chose its top on validation, so it now reaches 2.5
-STRENGTHS = (1.0, 1.5, 2.0, 2.5)
+# Strengths, and strength schedules early>late@percent (dice_core.refiner.StrengthSchedule: DICE Refine Conditioning's
+# strength, late_strength and late_from, delivered as two timestep-range entries, one model pass per step). Single
+# strengths first: ties go to them. The schedule comes from a study on validation only, of the shipped refiner (base
+# seed 0) and of a refiner seed 0 of base seed 1 (benchmarks/toyworld2_recipes.py --refiner; BENCHMARKS.md's notes):
+# on base seed 0, single strengths 1 to 2.5 reached at most 0.196 and a stronger early strength scored 0.152-0.196,
+# while a weaker early and stronger late one scored up to 0.216, best where strength 2 takes over at 20-30% of the
+# sampling; of those, 1>2@0.3 scored best over both base models (0.211 and 0.201, mean 0.206; 1>2@0.2 0.216 and 0.191;
+# 1.5>2@0.3 0.216 and 0.181; strength 1.5 0.196 and 0.181)
+STRENGTHS = ("1", "1.5", "2", "1>2@0.3")
 SCALES = (1.5, 2.0, 3.0)
 # recipe:steps[:stage edges][:bN], tried on validation; the first is the cheapest. The default is the one the recipe
 # study (benchmarks/toyworld2_recipes.py, on validation only; BENCHMARKS.md's notes) scored best: the paper's
-# architecture, 1200 steps of 16 instead of 600 of 32 (the same training work, and the teacher samples in batches of 16,
-# which ran faster here): 0.181, 0.196, 0.196, 0.196 at strengths 1, 1.25, 1.5, 2 against 0.176, -, 0.191, 0.181 for
+# architecture, 1200 steps of 16 instead of 600 of 32 (the same 19,200 training samples, though about 3 minutes more per
+# refiner here): 0.181, 0.196, 0.196, 0.196 at strengths 1, 1.25, 1.5, 2 against 0.176, -, 0.191, 0.181 for
 # 600 steps of 32. A timestep-staged candidate (e.g. "dice-pack:600:0.08/0.24/0.5", issue 13's item 6) can be added
 # with --candidates; at batch 32 it trains at 4.8 s a step against 1.2 s (48 minutes against 12 here), more than make
 # bench's 90 minutes could hold, and at batch 8 per stage (the single refiner's work) it scored 0.157 and 0.167 at 1
@@ -72,6 +80,9 @@ REFINER_CAPTIONS = 128  # world2.refiner_captions: training scenes only, random 
 SAMPLES_PER_PROMPT = 4
 IMAGE_PX = 192  # world 2's 24x24 latent
 BATCH_SIZE = 32  # the refiner's training batch (and the teacher's sampling batch) unless a candidate gives its own
+# KSampler calls of 16 captions: the 102 validation captions at cfg 3 sampled in 71 s against 91 s in one call on one
+# thread here, to the same images (latents within 1.2e-6; toyworld.evaluate.SamplingOptions.prompts_per_call)
+PROMPTS_PER_CALL = 16
 
 
 def parse_candidate(text: str) -> tuple[str, int, str, int]:
@@ -81,6 +92,15 @@ def parse_candidate(text: str) -> tuple[str, int, str, int]:
     batch = [int(f[1:]) for f in fields if f.startswith("b")]
     stages = [f for f in fields if not f.startswith("b")]
     return recipe, int(steps), toyworld_table.stage_edges_text(stages), (batch or [BATCH_SIZE])[-1]
+
+
+def node_settings(candidate: str, seed: int, samples_per_prompt: int, guidance_scale: float = TEACHER_W):
+    """DICE Train Refiner's inputs for a candidate recipe:steps[:stage edges][:bN] at world 2's image size, with the
+    teacher's cfg (the table's, unless a study asks for another)."""
+    recipe, steps, stages, batch_size = parse_candidate(candidate)
+    return toyworld_table.NodeSettings(
+        steps=steps, seed=seed, batch_size=batch_size, lr=0.0, samples_per_prompt=samples_per_prompt, recipe=recipe,
+        image_px=IMAGE_PX, timestep_stages=stages, guidance_scale=guidance_scale)
 
 
 def recovery(dice: float, cfg1: float, cfg_w: float) -> float:
@@ -105,7 +125,7 @@ class Sampler:
         from toyworld.evaluate import SamplingOptions
         from toyworld.evaluate2 import sample_and_score2
 
-        options = SamplingOptions(steps=steps, sampler=sampler)
+        options = SamplingOptions(steps=steps, sampler=sampler, prompts_per_call=PROMPTS_PER_CALL)
         with torch.inference_mode():
             r = sample_and_score2(self.model, self.clip, self.captions, self.seeds, cfg, options, positive_transform=transform)
         analysis, scores = r["analysis"], r["scores"]
@@ -126,8 +146,11 @@ def public(row: dict) -> dict:
     return {k: v for k, v in row.items() if k != "correct"}
 
 
-def refine_with(refine_node, bundle, strength: float):
-    return lambda cond: refine_node.execute(cond, bundle, strength).args[0]
+def refine_with(refine_node, bundle, strength):
+    """DICE Refine Conditioning as a CONDITIONING transform, at a strength or a StrengthSchedule label ("1>2@0.3")."""
+    schedule = StrengthSchedule.parse(strength)
+    return lambda cond: refine_node.execute(cond, bundle, schedule.strength, late_strength=schedule.late_strength,
+                                            late_from=schedule.late_from).args[0]
 
 
 # The code a table's figures depend on: earlier work is reused only when none of it has changed since.
@@ -240,11 +263,8 @@ def main(argv=None) -> dict:
     settings = run_settings(a)
 
     def train(model, clip, candidate: str, seed: int):
-        recipe, steps, stages, batch_size = parse_candidate(candidate)
-        node_settings = toyworld_table.NodeSettings(
-            steps=steps, seed=seed, batch_size=batch_size, lr=0.0, samples_per_prompt=a.samples_per_prompt, recipe=recipe,
-            image_px=IMAGE_PX, timestep_stages=stages, guidance_scale=TEACHER_W)
-        bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, captions, node_settings)
+        settings = node_settings(candidate, seed, a.samples_per_prompt)
+        bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, captions, settings)
         return bundle, seconds
 
     validation, finished = earlier_work(([a.json] if a.resume else []) + a.earlier, settings)
@@ -274,13 +294,13 @@ def main(argv=None) -> dict:
             scores = {}
             for cand in a.candidates:
                 trained[(cand, 0)] = train(model, clip, cand, 0)
-                for s in STRENGTHS:
-                    scores[(cand, s)] = val.run(1.0, refine_with(refine_node, trained[(cand, 0)][0], s))["accuracy"]
+                for strength in STRENGTHS:
+                    scores[(cand, strength)] = val.run(1.0, refine_with(refine_node, trained[(cand, 0)][0], strength))["accuracy"]
             scaling = {k: val.run(1.0, toyworld_table.scale_conditioning(k))["accuracy"] for k in SCALES}
             best = max(scores, key=lambda key: scores[key])  # max keeps the first of equals: the cheaper entry
             chosen = {"candidate": best[0], "strength": best[1], "scale": max(scaling, key=lambda k: scaling[k])}
             result["validation"] = {"cfg1": cfg1["accuracy"], "cfg_w": cfg_w["accuracy"],
-                                    "dice": {f"{c}@{s:g}": v for (c, s), v in scores.items()},
+                                    "dice": {f"{c} at {strength}": v for (c, strength), v in scores.items()},
                                     "scaling": {f"{k:g}": v for k, v in scaling.items()}, "chosen": chosen,
                                     "train_s": {c: trained[(c, 0)][1] for c in a.candidates},
                                     "base_sha256": sha256}

@@ -257,19 +257,49 @@ def test_world2_candidates_name_their_steps_stages_and_batch():
 
 
 def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_path):
-    """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength on validation,
-    with recovery against the table's recorded validation references."""
+    """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength (or strength
+    schedule) on validation, with recovery against cfg 1 and the teacher on the same captions; the refiner it saves
+    scores the same when given back with --refiner, which trains nothing."""
+    import math
+
     from dice_testkit import harness
 
     harness.setup_comfy()
-    from benchmarks import toyworld2_recipes
+    from benchmarks import toyworld2_recipes, toyworld2_table
 
-    out = tmp_path / "recipe.json"
+    out, saved = tmp_path / "recipe.json", tmp_path / "refiner.safetensors"
+    shrunk = ["--strengths", "1", "1>2@0.3", "--validation-captions", "2"]
     result = toyworld2_recipes.main(["--steps", "3", "--batch", "4", "--captions", "2", "--samples-per-prompt", "1",
-                                     "--strengths", "1", "2", "--validation-captions", "2", "--json", str(out)])
+                                     *shrunk, "--save", str(saved), "--json", str(out)])
     written = json.loads(out.read_text())  # compared by accuracy: a 2-caption check has no Fréchet distance (nan)
     assert {k: v["accuracy"] for k, v in written["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
-    assert set(result["scores"]) == {"1", "2"} and written["settings"]["steps"] == 3
-    reference = run_all.read_results()["cpu"]["toyworld2"]["validation"]
-    for row in result["scores"].values():  # the same expression on the same floats: equal, not close
-        assert row["recovery"] == (row["accuracy"] - reference["cfg1"]) / (reference["cfg_w"] - reference["cfg1"])
+    assert set(result["scores"]) == {"1", "1>2@0.3"} and written["settings"]["steps"] == 3 and result["train_s"] > 0
+    # 2 captions are not the table's validation: its references are measured on them, not read from results.json
+    reference = result["references"]
+    assert set(reference) == {"cfg1", "cfg_w"}
+    for row in result["scores"].values():  # the same expression on the same floats: equal (or both nan), not close
+        expected = toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])
+        assert row["recovery"] == expected or (math.isnan(row["recovery"]) and math.isnan(expected))
+    again = toyworld2_recipes.main(["--refiner", str(saved), *shrunk])
+    assert again["train_s"] is None
+    assert {k: v["accuracy"] for k, v in again["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
+
+
+def test_the_world2_table_can_stop_after_its_validation_and_scores_every_strength_and_schedule(tmp_path):
+    """toyworld2_table --validation-only, shrunk: the candidates and STRENGTHS (strength schedules included) scored on
+    validation and the choice written, and no test caption sampled (the result has no base model)."""
+    from dice_testkit import harness
+    from toyworld import comfy_objects
+
+    harness.setup_comfy()
+    from benchmarks import toyworld2_table
+
+    out = tmp_path / "validation.json"
+    result = toyworld2_table.main(["--bases", comfy_objects.world2_base_paths()[0], "--captions", "2", "--candidates",
+                                   "dice-pack:3:b4", "--refiner-captions", "2", "--samples-per-prompt", "1",
+                                   "--validation-seeds", "1", "--validation-only", "--json", str(out)])
+    validation = result["validation"]
+    assert list(validation["dice"]) == [f"dice-pack:3:b4 at {s}" for s in toyworld2_table.STRENGTHS]
+    assert any(">" in s for s in toyworld2_table.STRENGTHS)  # a schedule is among the choices
+    assert validation["chosen"]["strength"] in toyworld2_table.STRENGTHS and result["bases"] == []
+    assert json.loads(out.read_text())["validation"] == validation
