@@ -31,7 +31,7 @@ DICE_NODES = {
     "DiceLoadRefiner": ("DICE Load Refiner", ["refiner_name"], [], ["DICE_REFINER"]),
     "DiceSaveRefiner": ("DICE Save Refiner", ["refiner", "filename_prefix", "keep_optimizer_state"], [], []),
     "DiceRefineConditioning": ("DICE Refine Conditioning", ["positive", "refiner", "strength"],
-                               ["negative", "model", "guidance_scale"],
+                               ["negative", "model", "guidance_scale", "late_strength", "late_from"],
                                ["CONDITIONING"]),
     "DiceTrainRefiner": (
         "DICE Train Refiner",

@@ -68,22 +68,21 @@ def conditioning(clip_or_cond_fn, prompts, sampling, positive_transform=None, ne
     return _batch_conditioning(pos), negative
 
 
-def sample_latents(model, positive, negative, seeds, cfg, sampling, res: int, noise_per_prompt: bool = False,
-                   first_index: int = 0):
+def sample_latents(model, positive, negative, seeds, cfg, sampling, res: int, first_index: int | None = None):
     """nodes.common_ksampler on a batch of prompts (positive's batch), once per seed, at res x res latent px.
     Returns (latents (n * len(seeds), 4, res, res), row i * len(seeds) + j for (prompt i, seed j); seconds).
-    By default every prompt of a seed starts from the same noise (world 1's table, 20 seeds). noise_per_prompt
-    gives prompt i its own noise, ComfyUI's batch_index i of the seed, so that with a few seeds the prompts are
-    independent draws and an interval over prompts means what it says; a method's pairs still start from the same
-    noise as every other method's. first_index: the batch_index of positive's first prompt, so that prompts sampled in
-    several calls get the noise they would get in one (ComfyUI draws batch_index i's noise as the seed's i-th draw)."""
+    By default (first_index None) every prompt of a seed starts from the same noise (world 1's table, 20 seeds). An
+    int first_index gives prompt i its own noise, ComfyUI's batch_index first_index + i of the seed, so that with a few
+    seeds the prompts are independent draws and an interval over prompts means what it says, and prompts sampled in
+    several calls get the noise they would get in one (ComfyUI draws batch_index k's noise as the seed's k-th draw); a
+    method's pairs still start from the same noise as every other method's."""
     import comfy.utils
 
     import nodes
 
     n = positive[0][0].shape[0]
     latent = {"samples": torch.zeros(n, world.LATENT_CHANNELS, res, res),
-              "batch_index": list(range(first_index, first_index + n)) if noise_per_prompt else [0] * n}
+              "batch_index": [0] * n if first_index is None else list(range(first_index, first_index + n))}
     t0 = time.time()
     old_pbar = comfy.utils.PROGRESS_BAR_ENABLED
     comfy.utils.PROGRESS_BAR_ENABLED = sampling.progress

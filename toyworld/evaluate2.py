@@ -46,7 +46,7 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
         positive, negative_part = conditioning(clip_or_cond_fn, prompts[start:start + per_call], sampling, positive_transform,
                                                negative)
         part, part_seconds = sample_latents(model, positive, negative_part, seeds, cfg, sampling, world2.RES,
-                                            noise_per_prompt=True, first_index=start)
+                                            first_index=start)
         parts.append(part)
         seconds += part_seconds
     latents = torch.cat(parts)
