@@ -48,13 +48,13 @@ def main(argv=None) -> dict:
 
     base_path = comfy_objects.world2_base_paths()[a.base_index]
     model, clip, _ = comfy_objects.load_toy_world2(base_path)
-    stage_field = [":" + "/".join(a.stages.replace(",", " ").split())] if a.stages.strip() else []
-    candidate = "".join([f"dice-pack:{a.steps}", *stage_field, f":b{a.batch}"])
-    settings = toyworld2_table.node_settings(candidate, 0, a.samples_per_prompt, a.train_w)
     if a.refiner:
         from dice_core.fileformat import load_refiner
         bundle, seconds = load_refiner(a.refiner), None
     else:
+        stage_field = [":" + "/".join(a.stages.replace(",", " ").split())] if a.stages.strip() else []
+        candidate = "".join([f"dice-pack:{a.steps}", *stage_field, f":b{a.batch}"])
+        settings = toyworld2_table.node_settings(candidate, 0, a.samples_per_prompt, a.train_w)
         bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
     if a.save:
         from dice_core.fileformat import save_refiner

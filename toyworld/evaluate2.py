@@ -49,6 +49,7 @@ def sample_and_score2(model, clip_or_cond_fn, prompts, seeds, cfg, sampling: Sam
                                             first_index=start)
         parts.append(part)
         seconds += part_seconds
+        negative = negative_part  # encoded once (conditioning encodes the empty prompt when none is given), then reused
     latents = torch.cat(parts)
     images = world2.latent_to_rgb(latents)
     analysis = world2.analyse(images)
