@@ -9,7 +9,10 @@ trying several recipes inside `make bench` would not fit its 90 minutes (about 2
         --captions 256 --samples-per-prompt 2 --json /tmp/recipe.json
 
 Recovery is against the cfg 1 and teacher accuracies the table's validation recorded (results.json,
-cpu.toyworld2.validation), the same captions and seeds. BENCHMARKS.md's notes give the figures and their commands.
+cpu.toyworld2.validation), the same captions and seeds. With other noise seeds (--noise-seeds), another base model or
+fewer captions, the study samples its own cfg 1 and teacher rows, and then gives each recovery a 95% bootstrap interval
+over captions. Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions,
+without touching the test split. BENCHMARKS.md's notes give the figures and their commands.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import torch
 
 from benchmarks import common, run_all, toyworld2_table, toyworld_table
+from benchmarks.dial_study import bootstrap_recovery
 
 
 def main(argv=None) -> dict:
@@ -36,6 +40,8 @@ def main(argv=None) -> dict:
                    help="strengths, or schedules early>late@percent (e.g. 1>2@0.3: 1, then 2 from 30%% of the sampling on)")
     p.add_argument("--refiner", help="score this refiner file instead of training one (e.g. the shipped one)")
     p.add_argument("--validation-captions", type=int, default=0, help="only the first N (0: all 102); for quick checks")
+    p.add_argument("--noise-seeds", type=int, nargs="+",
+                   help="the validation captions' noise seeds; default the table's validation's (0 and 1)")
     p.add_argument("--base-index", type=int, default=0, help="which shipped base model (comfy_objects.world2_base_paths)")
     p.add_argument("--save", help="also save the refiner here")
     p.add_argument("--json", help="write the scores here, after each strength")
@@ -59,11 +65,17 @@ def main(argv=None) -> dict:
     if a.save:
         from dice_core.fileformat import save_refiner
         save_refiner(a.save, bundle, include_optimizer=False)
-    val = toyworld2_table.Sampler(model, clip, world2.VALIDATION_CAPTIONS[:a.validation_captions or None], range(2))
-    reference = run_all.read_results()["cpu"]["toyworld2"]["validation"]
-    if reference["base_sha256"] != _sha256(base_path) or a.validation_captions:
-        # not the table's validation base model or captions: its cfg 1 and teacher rows are measured here
-        reference = {"cfg1": val.run(1.0)["accuracy"], "cfg_w": val.run(toyworld2_table.TEACHER_W)["accuracy"]}
+    table = run_all.read_results()["cpu"]["toyworld2"]
+    table_seeds = list(range(table["settings"]["validation_seeds"]))
+    noise_seeds = table_seeds if a.noise_seeds is None else a.noise_seeds
+    val = toyworld2_table.Sampler(model, clip, world2.VALIDATION_CAPTIONS[:a.validation_captions or None], noise_seeds)
+    reference = table["validation"]
+    correct = {}  # per caption and seed, where the references are measured here
+    if reference["base_sha256"] != _sha256(base_path) or a.validation_captions or noise_seeds != table_seeds:
+        # not the table's validation base model, captions or noise seeds: its cfg 1 and teacher rows are measured here
+        rows = {"cfg1": val.run(1.0), "cfg_w": val.run(toyworld2_table.TEACHER_W)}
+        reference = {name: row["accuracy"] for name, row in rows.items()}
+        correct = {name: row["correct"] for name, row in rows.items()}
         print(f"validation references: {json.dumps(reference)}", flush=True)
     refine_node = nodes_map["DiceRefineConditioning"]
     result = {"settings": vars(a), "train_s": seconds, "references": reference, "scores": {}}
@@ -72,6 +84,8 @@ def main(argv=None) -> dict:
         result["scores"][strength] = {
             "accuracy": row["accuracy"], "binding": row["binding"], "frechet": row["frechet"], "diversity": row["diversity"],
             "recovery": toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])}
+        if correct:
+            result["scores"][strength]["recovery_ci95"] = bootstrap_recovery(row["correct"], correct["cfg1"], correct["cfg_w"])
         print(f"strength {strength}: {json.dumps(result['scores'][strength])}", flush=True)
         common.write_json(result, a.json)
     return result

@@ -259,7 +259,8 @@ def test_world2_candidates_name_their_steps_stages_and_batch():
 def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_path):
     """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength (or strength
     schedule) on validation, with recovery against cfg 1 and the teacher on the same captions; the refiner it saves
-    scores the same when given back with --refiner, which trains nothing."""
+    scores the same when given back with --refiner, which trains nothing, and other noise seeds get their own
+    references and an interval."""
     import math
 
     from dice_testkit import harness
@@ -283,6 +284,12 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
     again = toyworld2_recipes.main(["--refiner", str(saved), *shrunk])
     assert again["train_s"] is None
     assert {k: v["accuracy"] for k, v in again["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
+    # fresh noise seeds score a setting anew: their own references, and each recovery with its interval
+    fresh = toyworld2_recipes.main(["--refiner", str(saved), *shrunk, "--noise-seeds", "2", "3"])
+    assert fresh["settings"]["noise_seeds"] == [2, 3] and set(fresh["references"]) == {"cfg1", "cfg_w"}
+    for row in fresh["scores"].values():
+        low, high = row["recovery_ci95"]
+        assert low <= high
 
 
 def test_the_world2_table_can_stop_after_its_validation_and_scores_every_strength_and_schedule(tmp_path):
