@@ -1,6 +1,6 @@
 """World 2's recipe study, on validation only: which refiner recipe make bench's toyworld2 table trains.
 
-Trains one refiner (refiner seed 0) with the DICE Train Refiner node on base seed 0's shipped model, as the table does,
+Trains one refiner (refiner seed 0, or --seed) with the DICE Train Refiner node on base seed 0's shipped model, as the table does,
 and scores it on the validation captions and noise seeds at each strength, so that a recipe is chosen without touching
 the test split. The table's validation then picks the strength and the scaling baseline for the recipe chosen here;
 trying several recipes inside `make bench` would not fit its 90 minutes (about 20 minutes a refiner here).
@@ -30,6 +30,8 @@ from benchmarks.dial_study import bootstrap_recovery
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0,
+                   help="the refiner seed (the table trains seeds %s)" % " and ".join(map(str, toyworld2_table.REFINER_SEEDS)))
     p.add_argument("--batch", type=int, default=toyworld2_table.BATCH_SIZE, help="training (and teacher sampling) batch")
     p.add_argument("--stages", default="", help="timestep stage edges as the node takes them, e.g. '0.08, 0.24, 0.5'")
     p.add_argument("--captions", type=int, default=toyworld2_table.REFINER_CAPTIONS, help="training prompts")
@@ -60,7 +62,7 @@ def main(argv=None) -> dict:
     else:
         stage_field = [":" + "/".join(a.stages.replace(",", " ").split())] if a.stages.strip() else []
         candidate = "".join([f"dice-pack:{a.steps}", *stage_field, f":b{a.batch}"])
-        settings = toyworld2_table.node_settings(candidate, 0, a.samples_per_prompt, a.train_w)
+        settings = toyworld2_table.node_settings(candidate, a.seed, a.samples_per_prompt, a.train_w)
         bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
     if a.save:
         from dice_core.fileformat import save_refiner

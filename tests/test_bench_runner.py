@@ -259,7 +259,7 @@ def test_world2_candidates_name_their_steps_stages_and_batch():
 def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_path):
     """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength (or strength
     schedule) on validation, with recovery against cfg 1 and the teacher on the same captions; the refiner it saves
-    scores the same when given back with --refiner, which trains nothing, and other noise seeds get their own
+    (of the refiner seed asked for) scores the same when given back with --refiner, which trains nothing, and other noise seeds get their own
     references and an interval."""
     import math
 
@@ -271,7 +271,10 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
     out, saved = tmp_path / "recipe.json", tmp_path / "refiner.safetensors"
     shrunk = ["--strengths", "1", "1>2@0.3", "--validation-captions", "2"]
     result = toyworld2_recipes.main(["--steps", "3", "--batch", "4", "--captions", "2", "--samples-per-prompt", "1",
-                                     *shrunk, "--save", str(saved), "--json", str(out)])
+                                     "--seed", "1", *shrunk, "--save", str(saved), "--json", str(out)])
+    from dice_core.fileformat import load_refiner
+
+    assert load_refiner(str(saved)).recipe["seed"] == 1  # the refiner seed asked for, as the node recorded it
     written = json.loads(out.read_text())  # compared by accuracy: a 2-caption check has no Fréchet distance (nan)
     assert {k: v["accuracy"] for k, v in written["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
     assert set(result["scores"]) == {"1", "1>2@0.3"} and written["settings"]["steps"] == 3 and result["train_s"] > 0
