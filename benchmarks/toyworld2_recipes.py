@@ -31,7 +31,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0,
-                   help="the refiner seed (the table trains seeds %s)" % " and ".join(map(str, toyworld2_table.REFINER_SEEDS)))
+                   help=f"the refiner seed (the table trains seeds {' and '.join(map(str, toyworld2_table.REFINER_SEEDS))})")
     p.add_argument("--batch", type=int, default=toyworld2_table.BATCH_SIZE, help="training (and teacher sampling) batch")
     p.add_argument("--stages", default="", help="timestep stage edges as the node takes them, e.g. '0.08, 0.24, 0.5'")
     p.add_argument("--captions", type=int, default=toyworld2_table.REFINER_CAPTIONS, help="training prompts")
