@@ -11,7 +11,9 @@ trying several recipes inside `make bench` would not fit its 90 minutes (about 2
 Recovery is against the cfg 1 and teacher accuracies the table's validation recorded (results.json,
 cpu.toyworld2.validation), the same captions and seeds. With other noise seeds (--noise-seeds), another base model or
 fewer captions, the study samples its own cfg 1 and teacher rows, and then gives each recovery a 95% bootstrap interval
-over captions. Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions,
+over captions, and each strength a teacher match (`teacher_match`: how close its images come to the teacher's own from
+the same noise, 0 for cfg 1, 1 for the teacher), which orders refiners whose accuracies tie. Several --refiner files
+are scored against one sampling of the references, so that their scores are paired and the references cost once. Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions,
 without touching the test split. BENCHMARKS.md's notes give the figures and their commands.
 """
 
@@ -24,7 +26,22 @@ import os
 import torch
 
 from benchmarks import common, run_all, toyworld2_table, toyworld_table
-from benchmarks.dial_study import bootstrap_recovery
+from benchmarks.dial_study import bootstrap_recovery, recovery
+
+
+def teacher_match(latents: torch.Tensor, cfg1_latents: torch.Tensor, teacher_latents: torch.Tensor,
+                  shape: tuple[int, int]) -> tuple[float, tuple[float, float]]:
+    """How close a method's final latents come to the teacher's own from the same caption and noise, with its 95%
+    interval over captions: 1 - mean |z - z_w|^2 / mean |z_1 - z_w|^2, so cfg 1 scores 0 and the teacher's latents 1.
+    A paired, continuous score, so it orders refiners whose accuracies tie. It is recovery with the negative distance
+    to the teacher's latents in place of accuracy (the teacher's own distance is 0), hence recovery's bootstrap.
+    shape: (captions, seeds), the rows' order."""
+    def minus_distance(z):
+        return -(z - teacher_latents).pow(2).flatten(1).mean(1).view(shape)
+
+    method, cfg1 = minus_distance(latents), minus_distance(cfg1_latents)
+    teacher = torch.zeros_like(method)
+    return recovery(method, cfg1, teacher), bootstrap_recovery(method, cfg1, teacher)
 
 
 def main(argv=None) -> dict:
@@ -40,7 +57,9 @@ def main(argv=None) -> dict:
                    help="the cfg of the teacher's training targets; recovery stays against the table's teacher, cfg 3")
     p.add_argument("--strengths", nargs="+", default=["1", "1.25", "1.5", "2"],
                    help="strengths, or schedules early>late@percent (e.g. 1>2@0.3: 1, then 2 from 30%% of the sampling on)")
-    p.add_argument("--refiner", help="score this refiner file instead of training one (e.g. the shipped one)")
+    p.add_argument("--refiner", nargs="+",
+                   help="score this refiner file instead of training one (e.g. the shipped one); several files are scored "
+                        "against the same references, each score named FILE|STRENGTH")
     p.add_argument("--validation-captions", type=int, default=0, help="only the first N (0: all 102); for quick checks")
     p.add_argument("--noise-seeds", type=int, nargs="+",
                    help="the validation captions' noise seeds; default the table's validation's (0 and 1)")
@@ -48,6 +67,8 @@ def main(argv=None) -> dict:
     p.add_argument("--save", help="also save the refiner here")
     p.add_argument("--json", help="write the scores here, after each strength")
     a = p.parse_args(argv)
+    if a.refiner and a.save:
+        p.error("--save saves the refiner this study trains, and --refiner trains none")
     nodes_map = toyworld_table.setup()
     from toyworld import comfy_objects, world2
 
@@ -58,37 +79,41 @@ def main(argv=None) -> dict:
     model, clip, _ = comfy_objects.load_toy_world2(base_path)
     if a.refiner:
         from dice_core.fileformat import load_refiner
-        bundle, seconds = load_refiner(a.refiner), None
+        bundles, seconds = {path: load_refiner(path) for path in a.refiner}, None
     else:
         stage_field = [":" + "/".join(a.stages.replace(",", " ").split())] if a.stages.strip() else []
         candidate = "".join([f"dice-pack:{a.steps}", *stage_field, f":b{a.batch}"])
         settings = toyworld2_table.node_settings(candidate, a.seed, a.samples_per_prompt, a.train_w)
         bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
+        bundles = {"trained": bundle}
     if a.save:
         from dice_core.fileformat import save_refiner
-        save_refiner(a.save, bundle, include_optimizer=False)
+        save_refiner(a.save, bundles["trained"], include_optimizer=False)
     table = run_all.read_results()["cpu"]["toyworld2"]
     table_seeds = list(range(table["settings"]["validation_seeds"]))
     noise_seeds = table_seeds if a.noise_seeds is None else a.noise_seeds
     val = toyworld2_table.Sampler(model, clip, world2.VALIDATION_CAPTIONS[:a.validation_captions or None], noise_seeds)
     reference = table["validation"]
-    correct = {}  # per caption and seed, where the references are measured here
+    rows = {}  # the references' per-image tensors, where they are measured here
     if reference["base_sha256"] != _sha256(base_path) or a.validation_captions or noise_seeds != table_seeds:
         # not the table's validation base model, captions or noise seeds: its cfg 1 and teacher rows are measured here
         rows = {"cfg1": val.run(1.0), "cfg_w": val.run(toyworld2_table.TEACHER_W)}
         reference = {name: row["accuracy"] for name, row in rows.items()}
-        correct = {name: row["correct"] for name, row in rows.items()}
         print(f"validation references: {json.dumps(reference)}", flush=True)
     refine_node = nodes_map["DiceRefineConditioning"]
     result = {"settings": vars(a), "train_s": seconds, "references": reference, "scores": {}}
-    for strength in a.strengths:
-        row = val.run(1.0, toyworld2_table.refine_with(refine_node, bundle, strength))
-        result["scores"][strength] = {
+    runs = [(path, strength) for path in bundles for strength in a.strengths]
+    for path, strength in runs:
+        row = val.run(1.0, toyworld2_table.refine_with(refine_node, bundles[path], strength))
+        label = strength if len(bundles) == 1 else f"{path}|{strength}"
+        score = result["scores"][label] = {
             "accuracy": row["accuracy"], "binding": row["binding"], "frechet": row["frechet"], "diversity": row["diversity"],
             "recovery": toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])}
-        if correct:
-            result["scores"][strength]["recovery_ci95"] = bootstrap_recovery(row["correct"], correct["cfg1"], correct["cfg_w"])
-        print(f"strength {strength}: {json.dumps(result['scores'][strength])}", flush=True)
+        if rows:
+            score["recovery_ci95"] = bootstrap_recovery(row["correct"], rows["cfg1"]["correct"], rows["cfg_w"]["correct"])
+            score["teacher_match"], score["teacher_match_ci95"] = teacher_match(
+                row["latents"], rows["cfg1"]["latents"], rows["cfg_w"]["latents"], tuple(row["correct"].shape))
+        print(f"strength {label}: {json.dumps(score)}", flush=True)
         common.write_json(result, a.json)
     return result
 

@@ -138,12 +138,15 @@ class Sampler:
             "valid": r["valid"], "saturation": r["saturation"], "rejected": r["rejected"], "n": r["n"],
             "frechet": world2.frechet_distance(params, self.truth_params) if enough else float("nan"),
             "diversity": world2.diversity(params, groups) if enough and bool((groups.bincount() >= 2).any()) else float("nan"),
-            "seconds": r["seconds"], "correct": correct,
+            "seconds": r["seconds"], "correct": correct, "latents": r["latents"],
         }
 
 
+PER_IMAGE_KEYS = ("correct", "latents")  # a row's tensors, for paired comparisons; results.json keeps the figures
+
+
 def public(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k != "correct"}
+    return {k: v for k, v in row.items() if k not in PER_IMAGE_KEYS}
 
 
 def refine_with(refine_node, bundle, strength):

@@ -260,7 +260,7 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
     """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength (or strength
     schedule) on validation, with recovery against cfg 1 and the teacher on the same captions; the refiner it saves
     (of the refiner seed asked for) scores the same when given back with --refiner, which trains nothing, and other noise seeds get their own
-    references and an interval."""
+    references, an interval and a teacher match, also for several refiners scored against one set of references."""
     import math
 
     from dice_testkit import harness
@@ -293,6 +293,38 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
     for row in fresh["scores"].values():
         low, high = row["recovery_ci95"]
         assert low <= high
+        low, high = row["teacher_match_ci95"]  # paired with the references' latents: a number, below the teacher's 1
+        assert low <= high and row["teacher_match"] < 1
+    # several refiners against the same references: each score named FILE|STRENGTH, each the same as scored alone
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(saved.read_bytes())
+    both = toyworld2_recipes.main(["--refiner", str(saved), str(copy), *shrunk, "--noise-seeds", "2", "3"])
+    assert both["references"] == fresh["references"]
+    for path in (saved, copy):
+        assert {k: both["scores"][f"{path}|{k}"]["teacher_match"] for k in fresh["scores"]} == \
+            {k: v["teacher_match"] for k, v in fresh["scores"].items()}
+    with pytest.raises(SystemExit):
+        toyworld2_recipes.main(["--refiner", str(saved), "--save", str(copy)])
+
+
+def test_teacher_match_is_0_for_cfg1_1_for_the_teacher_and_the_distance_ratio_between():
+    """toyworld2_recipes.teacher_match on made-up latents: the teacher's own latents score 1, cfg 1's 0, and the
+    midpoint of the two, a quarter of cfg 1's squared distance, 0.75 (every caption alike, so its interval is that
+    point too); twice past the teacher, four times cfg 1's squared distance, -3: overshooting is not rewarded."""
+    import torch
+
+    from benchmarks.toyworld2_recipes import teacher_match
+
+    g = torch.Generator().manual_seed(0)
+    shape = (6, 2)  # captions, seeds
+    teacher, cfg1 = torch.randn(12, 4, 3, 3, generator=g), torch.randn(12, 4, 3, 3, generator=g)
+    # each score is 1 - a ratio of float32 means of about 36 squares: a few ulps of 1, far inside 1e-5
+    assert abs(teacher_match(teacher, cfg1, teacher, shape)[0] - 1) < 1e-5
+    assert abs(teacher_match(cfg1, cfg1, teacher, shape)[0]) < 1e-5
+    midpoint, interval = teacher_match((teacher + cfg1) / 2, cfg1, teacher, shape)
+    assert abs(midpoint - 0.75) < 1e-5 and interval[0] <= 0.75 + 1e-5 and interval[1] >= 0.75 - 1e-5
+    overshoot = teacher + 2 * (teacher - cfg1)  # twice as far past the teacher: 1 - 4
+    assert abs(teacher_match(overshoot, cfg1, teacher, shape)[0] + 3) < 1e-5
 
 
 def test_the_world2_table_can_stop_after_its_validation_and_scores_every_strength_and_schedule(tmp_path):
