@@ -13,8 +13,9 @@ cpu.toyworld2.validation), the same captions and seeds. With other noise seeds (
 fewer captions, the study samples its own cfg 1 and teacher rows, and then gives each recovery a 95% bootstrap interval
 over captions, and each strength a teacher match (`teacher_match`: how close its images come to the teacher's own from
 the same noise, 0 for cfg 1, 1 for the teacher), which orders refiners whose accuracies tie. Several --refiner files
-are scored against one sampling of the references, so that their scores are paired and the references cost once. Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions,
-without touching the test split. BENCHMARKS.md's notes give the figures and their commands.
+are scored against one sampling of the references, so that their scores are paired and the references cost once.
+Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions, without
+touching the test split. BENCHMARKS.md's notes give the figures and their commands.
 """
 
 from __future__ import annotations
