@@ -326,6 +326,14 @@ def _strength_words(strength) -> str:
     return f"strength {schedule.strength:g}, then {schedule.late_strength:g} from {schedule.late_from:.0%} of the sampling on"
 
 
+def _match(row: dict, name: str, teacher: bool) -> str:
+    """A method's teacher match as the table shows it: 0 and 1 by definition for cfg 1 and the teacher, "-" where a
+    table measured before the match existed has none."""
+    if name == "cfg1" or teacher:
+        return "1 (itself)" if teacher else "0 (by definition)"
+    return f"{row['teacher_match']:.3f} {_ci(row['teacher_match_ci95'])}" if "teacher_match" in row else "-"
+
+
 def _toyworld2(t: dict) -> list[str]:
     """Toy world 2's table: one block per base model, then the sampler and step-count rows."""
     if "skipped" in t:
@@ -344,15 +352,17 @@ def _toyworld2(t: dict) -> list[str]:
              + ", ".join(f"c*{k} {a:.3f}" for k, a in v["scaling"].items()) + ".", ""]
     for base in t["bases"]:
         lines += [f"Base model {base['file']} (base seed {base['base_seed']}):", "",
-                  "| method | accuracy | 95% interval | binding | valid | Fréchet | diversity | saturation |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| method | accuracy | 95% interval | binding | valid | Fréchet | diversity | saturation | teacher match |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for name, r in base["methods"].items():
-            label = f"{name} (teacher)" if name == f"cfg{t['teacher_w']:g}" else name
+            teacher = name == f"cfg{t['teacher_w']:g}"
+            label = f"{name} (teacher)" if teacher else name
             lines.append(f"| {label} | **{r['accuracy']:.3f}** | {_ci(r['accuracy_ci95'])} | {r['binding']:.3f} | {r['valid']:.3f} | "
-                         f"{r['frechet']:.3f} | {r['diversity']:.3f} | {r['saturation']:.4f} |")
+                         f"{r['frechet']:.3f} | {r['diversity']:.3f} | {r['saturation']:.4f} | {_match(r, name, teacher)} |")
         lines += ["", "Recovery of CFG's gain per refiner seed: " + "; ".join(
-            f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])}, in binding {r.get('binding_recovery', float('nan')):.2f} "
-            f"(trained in {r['train_s']:.0f} s)"
+            f"seed {k}: **{r['recovery']:.2f}** {_ci(r['ci95'])}, in binding {r.get('binding_recovery', float('nan')):.2f}"
+            + (f", teacher match {r['teacher_match']:.3f} {_ci(r['teacher_match_ci95'])}" if "teacher_match" in r else "")
+            + f" (trained in {r['train_s']:.0f} s)"
             for k, r in base["recovery"].items()), ""]
         if "shipped_refiner" in base:
             shipped = base["shipped_refiner"]
@@ -361,10 +371,11 @@ def _toyworld2(t: dict) -> list[str]:
         if not base["settings_rows"]:  # measured on one base model only
             continue
         lines += [f"Beyond the teacher's settings (euler 20 steps), on base seed {base['base_seed']} with its refiner seed 0:", "",
-                  "| sampler | steps | cfg 1 | cfg w | DICE (seed 0) | recovery |", "|---|---|---|---|---|---|"]
+                  "| sampler | steps | cfg 1 | cfg w | DICE (seed 0) | recovery | teacher match |", "|---|---|---|---|---|---|---|"]
         for r in base["settings_rows"]:
+            match = f"{r['teacher_match']:.3f}" if "teacher_match" in r else "-"
             lines.append(f"| {r['sampler']} | {r['steps']} | {r['cfg1']['accuracy']:.3f} | {r['cfg_w']['accuracy']:.3f} | "
-                         f"{r['DICE']['accuracy']:.3f} | {r['recovery']:.2f} |")
+                         f"{r['DICE']['accuracy']:.3f} | {r['recovery']:.2f} | {match} |")
         lines.append("")
     return lines
 

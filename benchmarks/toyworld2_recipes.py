@@ -11,7 +11,7 @@ trying several recipes inside `make bench` would not fit its 90 minutes (about 2
 Recovery is against the cfg 1 and teacher accuracies the table's validation recorded (results.json,
 cpu.toyworld2.validation), the same captions and seeds. With other noise seeds (--noise-seeds), another base model or
 fewer captions, the study samples its own cfg 1 and teacher rows, and then gives each recovery a 95% bootstrap interval
-over captions, and each strength a teacher match (`teacher_match`: how close its images come to the teacher's own from
+over captions, and each strength a teacher match (`toyworld2_table.teacher_match`: how close its images come to the teacher's own from
 the same noise, 0 for cfg 1, 1 for the teacher), which orders refiners whose accuracies tie. Several --refiner files
 are scored against one sampling of the references, so that their scores are paired and the references cost once.
 Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions, without
@@ -27,22 +27,7 @@ import os
 import torch
 
 from benchmarks import common, run_all, toyworld2_table, toyworld_table
-from benchmarks.dial_study import bootstrap_recovery, recovery
-
-
-def teacher_match(latents: torch.Tensor, cfg1_latents: torch.Tensor, teacher_latents: torch.Tensor,
-                  shape: tuple[int, int]) -> tuple[float, tuple[float, float]]:
-    """How close a method's final latents come to the teacher's own from the same caption and noise, with its 95%
-    interval over captions: 1 - mean |z - z_w|^2 / mean |z_1 - z_w|^2, so cfg 1 scores 0 and the teacher's latents 1.
-    A paired, continuous score, so it orders refiners whose accuracies tie. It is recovery with the negative distance
-    to the teacher's latents in place of accuracy (the teacher's own distance is 0), hence recovery's bootstrap.
-    shape: (captions, seeds), the rows' order."""
-    def minus_distance(z):
-        return -(z - teacher_latents).pow(2).flatten(1).mean(1).view(shape)
-
-    method, cfg1 = minus_distance(latents), minus_distance(cfg1_latents)
-    teacher = torch.zeros_like(method)
-    return recovery(method, cfg1, teacher), bootstrap_recovery(method, cfg1, teacher)
+from benchmarks.dial_study import bootstrap_recovery
 
 
 def main(argv=None) -> dict:
@@ -112,7 +97,7 @@ def main(argv=None) -> dict:
             "recovery": toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])}
         if rows:
             score["recovery_ci95"] = bootstrap_recovery(row["correct"], rows["cfg1"]["correct"], rows["cfg_w"]["correct"])
-            score["teacher_match"], score["teacher_match_ci95"] = teacher_match(
+            score["teacher_match"], score["teacher_match_ci95"] = toyworld2_table.teacher_match(
                 row["latents"], rows["cfg1"]["latents"], rows["cfg_w"]["latents"], tuple(row["correct"].shape))
         print(f"strength {label}: {json.dumps(score)}", flush=True)
         common.write_json(result, a.json)

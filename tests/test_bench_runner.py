@@ -216,6 +216,12 @@ def test_the_toyworld2_section_end_to_end_on_the_shipped_base_models_shrunk(tmp_
     assert first["settings_rows"] == [] and len(second["settings_rows"]) == 3
     assert set(second["methods"]) == set(first["methods"]) and len(first["methods"]) == 6
     assert set(first["recovery"]) == set(second["recovery"]) == {"0", "1"}
+    # a teacher match for every method but the two it is measured between, and for each refiner seed and settings row
+    assert [name for name, row in first["methods"].items() if "teacher_match" not in row] == ["cfg1", "cfg3"]
+    for row in [*first["recovery"].values(), *first["methods"].values(), *second["settings_rows"]]:
+        if "teacher_match" in row:
+            low, high = row.get("teacher_match_ci95", (row["teacher_match"],) * 2)
+            assert low <= high and row["teacher_match"] < 1  # a finite number, and no method is the teacher itself
     # the second process validated nothing: its part holds the first's validation, taken as it was
     part = json.loads((tmp_path / "toyworld2_base1.json").read_text())
     assert part["validation"] == section["validation"]
@@ -308,12 +314,12 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
 
 
 def test_teacher_match_is_0_for_cfg1_1_for_the_teacher_and_the_distance_ratio_between():
-    """toyworld2_recipes.teacher_match on made-up latents: the teacher's own latents score 1, cfg 1's 0, and the
+    """toyworld2_table.teacher_match on made-up latents: the teacher's own latents score 1, cfg 1's 0, and the
     midpoint of the two, a quarter of cfg 1's squared distance, 0.75 (every caption alike, so its interval is that
     point too); twice past the teacher, four times cfg 1's squared distance, -3: overshooting is not rewarded."""
     import torch
 
-    from benchmarks.toyworld2_recipes import teacher_match
+    from benchmarks.toyworld2_table import teacher_match
 
     g = torch.Generator().manual_seed(0)
     shape = (6, 2)  # captions, seeds
