@@ -11,8 +11,8 @@ trying several recipes inside `make bench` would not fit its 90 minutes (about 2
 Recovery is against the cfg 1 and teacher accuracies the table's validation recorded (results.json,
 cpu.toyworld2.validation), the same captions and seeds. With other noise seeds (--noise-seeds), another base model or
 fewer captions, the study samples its own cfg 1 and teacher rows, and then gives each recovery a 95% bootstrap interval
-over captions, and each strength a teacher match (`toyworld2_table.teacher_match`: how close its images come to the teacher's own from
-the same noise, 0 for cfg 1, 1 for the teacher), which orders refiners whose accuracies tie. Several --refiner files
+over captions, and each strength a teacher match (`toyworld2_table.teacher_match`: how close its images come to the
+teacher's own from the same noise, 0 for cfg 1, 1 for the teacher), which orders refiners whose accuracies tie. Several --refiner files
 are scored against one sampling of the references, so that their scores are paired and the references cost once.
 Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions, without
 touching the test split. BENCHMARKS.md's notes give the figures and their commands.
@@ -97,8 +97,8 @@ def main(argv=None) -> dict:
             "recovery": toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])}
         if rows:
             score["recovery_ci95"] = bootstrap_recovery(row["correct"], rows["cfg1"]["correct"], rows["cfg_w"]["correct"])
-            score["teacher_match"], score["teacher_match_ci95"] = toyworld2_table.teacher_match(
-                row["latents"], rows["cfg1"]["latents"], rows["cfg_w"]["latents"], tuple(row["correct"].shape))
+            matched = toyworld2_table.with_teacher_match(row, rows["cfg1"], rows["cfg_w"])
+            score["teacher_match"], score["teacher_match_ci95"] = matched["teacher_match"], matched["teacher_match_ci95"]
         print(f"strength {label}: {json.dumps(score)}", flush=True)
         common.write_json(result, a.json)
     return result
