@@ -15,12 +15,15 @@ over captions, and each strength a teacher match (`toyworld2_table.teacher_match
 teacher's own from the same noise, 0 for cfg 1, 1 for the teacher), which orders refiners whose accuracies tie. Several --refiner files
 are scored against one sampling of the references, so that their scores are paired and the references cost once.
 Noise seeds the validation never used (2 on) score a chosen setting afresh on the validation captions, without
-touching the test split. BENCHMARKS.md's notes give the figures and their commands.
+touching the test split. --extrapolate scores a training-free baseline on the same pairs, c + K (c - uc), every
+prompt pushed away from the empty prompt's embedding (with --extrapolation-only, alone). BENCHMARKS.md's notes give
+the figures and their commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -36,6 +39,8 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0,
                    help=f"the refiner seed (the table trains seeds {' and '.join(map(str, toyworld2_table.REFINER_SEEDS))})")
     p.add_argument("--batch", type=int, default=toyworld2_table.BATCH_SIZE, help="training (and teacher sampling) batch")
+    p.add_argument("--loss", default="auto", choices=["auto", "l1", "l2"], help="the node's loss input (auto: the family's)")
+    p.add_argument("--lr", type=float, default=0.0, help="the node's learning rate (0: the recipe's)")
     p.add_argument("--stages", default="", help="timestep stage edges as the node takes them, e.g. '0.08, 0.24, 0.5'")
     p.add_argument("--captions", type=int, default=toyworld2_table.REFINER_CAPTIONS, help="training prompts")
     p.add_argument("--samples-per-prompt", type=int, default=toyworld2_table.SAMPLES_PER_PROMPT)
@@ -49,12 +54,19 @@ def main(argv=None) -> dict:
     p.add_argument("--validation-captions", type=int, default=0, help="only the first N (0: all 102); for quick checks")
     p.add_argument("--noise-seeds", type=int, nargs="+",
                    help="the validation captions' noise seeds; default the table's validation's (0 and 1)")
+    p.add_argument("--extrapolate", type=float, nargs="+", default=[],
+                   help="also score the training-free baseline c + K (c - uc) at each K: every prompt embedding pushed "
+                        "away from the empty prompt's, scored like a strength (label 'extrapolate K')")
+    p.add_argument("--extrapolation-only", action="store_true",
+                   help="score only the --extrapolate rows: train and load no refiner")
     p.add_argument("--base-index", type=int, default=0, help="which shipped base model (comfy_objects.world2_base_paths)")
     p.add_argument("--save", help="also save the refiner here")
     p.add_argument("--json", help="write the scores here, after each strength")
     a = p.parse_args(argv)
     if a.refiner and a.save:
         p.error("--save saves the refiner this study trains, and --refiner trains none")
+    if a.extrapolation_only and (a.refiner or a.save or not a.extrapolate):
+        p.error("--extrapolation-only scores the --extrapolate rows alone: give --extrapolate, and no --refiner or --save")
     nodes_map = toyworld_table.setup()
     from toyworld import comfy_objects, world2
 
@@ -63,13 +75,16 @@ def main(argv=None) -> dict:
 
     base_path = comfy_objects.world2_base_paths()[a.base_index]
     model, clip, _ = comfy_objects.load_toy_world2(base_path)
-    if a.refiner:
+    if a.extrapolation_only:
+        bundles, seconds = {}, None
+    elif a.refiner:
         from dice_core.fileformat import load_refiner
         bundles, seconds = {path: load_refiner(path) for path in a.refiner}, None
     else:
         stage_field = [":" + "/".join(a.stages.replace(",", " ").split())] if a.stages.strip() else []
         candidate = "".join([f"dice-pack:{a.steps}", *stage_field, f":b{a.batch}"])
-        settings = toyworld2_table.node_settings(candidate, a.seed, a.samples_per_prompt, a.train_w)
+        settings = dataclasses.replace(toyworld2_table.node_settings(candidate, a.seed, a.samples_per_prompt, a.train_w),
+                                       loss=a.loss, lr=a.lr)
         bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, world2.refiner_captions(a.captions), settings)
         bundles = {"trained": bundle}
     if a.save:
@@ -88,10 +103,12 @@ def main(argv=None) -> dict:
         print(f"validation references: {json.dumps(reference)}", flush=True)
     refine_node = nodes_map["DiceRefineConditioning"]
     result = {"settings": vars(a), "train_s": seconds, "references": reference, "scores": {}}
-    runs = [(path, strength) for path in bundles for strength in a.strengths]
-    for path, strength in runs:
-        row = val.run(1.0, toyworld2_table.refine_with(refine_node, bundles[path], strength))
-        label = strength if len(bundles) == 1 else f"{path}|{strength}"
+    runs = [(f"{path}|{strength}" if len(bundles) > 1 else strength,
+             toyworld2_table.refine_with(refine_node, bundles[path], strength)) for path in bundles for strength in a.strengths]
+    uc = clip.encode_from_tokens(clip.tokenize(""))
+    runs += [(f"extrapolate {k:g}", extrapolation(k, uc)) for k in a.extrapolate]
+    for label, transform in runs:
+        row = val.run(1.0, transform)
         score = result["scores"][label] = {
             "accuracy": row["accuracy"], "binding": row["binding"], "frechet": row["frechet"], "diversity": row["diversity"],
             "recovery": toyworld2_table.recovery(row["accuracy"], reference["cfg1"], reference["cfg_w"])}
@@ -102,6 +119,19 @@ def main(argv=None) -> dict:
         print(f"strength {label}: {json.dumps(score)}", flush=True)
         common.write_json(result, a.json)
     return result
+
+
+def extrapolation(k: float, uc: torch.Tensor):
+    """The training-free baseline c + k (c - uc) as a CONDITIONING transform: each prompt embedding pushed k times
+    its own distance further from the empty prompt's (uc), the direction CFG extrapolates along, where the paper's
+    scaling baseline (c * k) pushes it away from zero. k 0 is cfg 1's prompt."""
+    def transform(cond):
+        for t, _ in cond:
+            if t.shape != uc.shape:
+                raise ValueError(f"extrapolation needs the prompt and the empty prompt at one shape, got {tuple(t.shape)} "
+                                 f"and {tuple(uc.shape)}")
+        return [[t + k * (t - uc.to(t)), dict(d)] for t, d in cond]
+    return transform
 
 
 if __name__ == "__main__":

@@ -263,10 +263,11 @@ def test_world2_candidates_name_their_steps_stages_and_batch():
 
 
 def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_path):
-    """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe, scored at each strength (or strength
-    schedule) on validation, with recovery against cfg 1 and the teacher on the same captions; the refiner it saves
-    (of the refiner seed asked for) scores the same when given back with --refiner, which trains nothing, and other noise seeds get their own
-    references, an interval and a teacher match, also for several refiners scored against one set of references."""
+    """benchmarks/toyworld2_recipes.py, shrunk: a refiner of the asked recipe (refiner seed, loss and rate too), scored
+    at each strength (or strength schedule) on validation, with recovery against cfg 1 and the teacher on the same
+    captions; the refiner it saves scores the same when given back with --refiner, which trains nothing; other noise
+    seeds get their own references, an interval and a teacher match, also for several refiners scored against one set
+    of references; and the training-free extrapolation rows are scored alone against the same references."""
     import math
 
     from dice_testkit import harness
@@ -277,10 +278,12 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
     out, saved = tmp_path / "recipe.json", tmp_path / "refiner.safetensors"
     shrunk = ["--strengths", "1", "1>2@0.3", "--validation-captions", "2"]
     result = toyworld2_recipes.main(["--steps", "3", "--batch", "4", "--captions", "2", "--samples-per-prompt", "1",
-                                     "--seed", "1", *shrunk, "--save", str(saved), "--json", str(out)])
+                                     "--seed", "1", "--loss", "l2", "--lr", "0.001", *shrunk, "--save", str(saved),
+                                     "--json", str(out)])
     from dice_core.fileformat import load_refiner
 
-    assert load_refiner(str(saved)).recipe["seed"] == 1  # the refiner seed asked for, as the node recorded it
+    recorded = load_refiner(str(saved)).recipe  # the refiner seed, loss and rate asked for, as the node recorded them
+    assert (recorded["seed"], recorded["loss"], recorded["lr"]) == (1, "l2", 0.001)
     written = json.loads(out.read_text())  # compared by accuracy: a 2-caption check has no Fréchet distance (nan)
     assert {k: v["accuracy"] for k, v in written["scores"].items()} == {k: v["accuracy"] for k, v in result["scores"].items()}
     assert set(result["scores"]) == {"1", "1>2@0.3"} and written["settings"]["steps"] == 3 and result["train_s"] > 0
@@ -311,6 +314,32 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
             {k: v["teacher_match"] for k, v in fresh["scores"].items()}
     with pytest.raises(SystemExit):
         toyworld2_recipes.main(["--refiner", str(saved), "--save", str(copy)])
+    # the training-free extrapolation rows, alone: K 0 is the prompt itself, so its images are cfg 1's to the bit
+    # (teacher match exactly 0, accuracy cfg 1's), and K 1 is a method of its own
+    baseline = toyworld2_recipes.main(["--extrapolation-only", "--extrapolate", "0", "1", *shrunk, "--noise-seeds", "2", "3"])
+    assert baseline["train_s"] is None and set(baseline["scores"]) == {"extrapolate 0", "extrapolate 1"}
+    assert baseline["references"] == fresh["references"]
+    assert baseline["scores"]["extrapolate 0"]["teacher_match"] == 0.0
+    assert baseline["scores"]["extrapolate 0"]["accuracy"] == baseline["references"]["cfg1"]
+    for bad in (["--extrapolation-only"], ["--extrapolation-only", "--extrapolate", "1", "--refiner", str(saved)]):
+        with pytest.raises(SystemExit):
+            toyworld2_recipes.main(bad)
+
+
+def test_extrapolation_pushes_each_prompt_away_from_the_empty_prompt():
+    """toyworld2_recipes.extrapolation: c + k (c - uc) on every entry, the entry's other values kept (a new dict), and
+    a prompt of another shape than uc refused with a sentence rather than broadcast."""
+    import torch
+
+    from benchmarks import toyworld2_recipes
+
+    c, uc = torch.tensor([[[1.0, 2.0], [3.0, 5.0]]]), torch.tensor([[[1.0, 0.0], [-1.0, 1.0]]])
+    extras = {"pooled_output": None, "start_percent": 0.3}
+    (refined, kept), = toyworld2_recipes.extrapolation(2.0, uc)([[c, extras]])
+    assert refined.tolist() == [[[1.0, 6.0], [11.0, 13.0]]]  # small integers: exact in float32
+    assert kept == extras and kept is not extras
+    with pytest.raises(ValueError, match="one shape"):
+        toyworld2_recipes.extrapolation(1.0, uc)([[torch.zeros(1, 3, 2), {}]])
 
 
 def test_teacher_match_is_0_for_cfg1_1_for_the_teacher_and_the_distance_ratio_between():
