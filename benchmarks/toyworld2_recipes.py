@@ -105,8 +105,11 @@ def main(argv=None) -> dict:
     result = {"settings": vars(a), "train_s": seconds, "references": reference, "scores": {}}
     runs = [(f"{path}|{strength}" if len(bundles) > 1 else strength,
              toyworld2_table.refine_with(refine_node, bundles[path], strength)) for path in bundles for strength in a.strengths]
-    uc = clip.encode_from_tokens(clip.tokenize(""))
-    runs += [(f"extrapolate {k:g}", extrapolation(k, uc)) for k in a.extrapolate]
+    if a.extrapolate:
+        from dice_comfy.bridge import encode_prompt
+
+        uc = encode_prompt(clip, "")[0][0]  # the empty prompt as CLIPTextEncode gives it to the samplers
+        runs += [(f"extrapolate {k:g}", extrapolation(k, uc)) for k in a.extrapolate]
     for label, transform in runs:
         row = val.run(1.0, transform)
         score = result["scores"][label] = {
