@@ -340,16 +340,21 @@ def _toyworld2(t: dict) -> list[str]:
         return [f"Not measured: {t['skipped']}."]
     v = t["validation"]
     chosen = v["chosen"]
+    # tables measured before the extrapolation baseline joined them have none
+    extrapolation_chosen = f", extrapolation c+{chosen['extrapolation']:g}(c-uc)" if "extrapolation" in chosen else ""
+    extrapolated = v.get("extrapolation", {})
+    extrapolation_scores = ("; extrapolation " + ", ".join(f"c+{k}(c-uc) {a:.3f}" for k, a in extrapolated.items())
+                            if extrapolated else "")
     lines = [f"{_measured(t)} Strict analyser on unclamped images; KSampler euler 20 steps unless a row says otherwise. "
              f"Refiners trained by DICE Train Refiner on {t['refiner_captions']} training captions x "
              f"{t['samples_per_prompt']} teacher samples at the teacher's cfg {t['teacher_w']:g} (chosen on validation: cfg 5 "
              "over-drives the objects past the analyser's range), and recovery is measured against it. Chosen on validation "
              f"({t['validation_pairs']} pairs): **{chosen['candidate']} at {_strength_words(chosen['strength'])}**, scaling "
-             f"c*{chosen['scale']:g}. Figures on the test split ({t['test_pairs']} pairs per method), with 95% bootstrap "
-             "intervals over captions.", "",
+             f"c*{chosen['scale']:g}{extrapolation_chosen}. Figures on the test split ({t['test_pairs']} pairs per method), "
+             "with 95% bootstrap intervals over captions.", "",
              f"Validation accuracy: cfg 1 {v['cfg1']:.3f}, cfg {t['teacher_w']:g} {v['cfg_w']:.3f}; DICE "
              + ", ".join(f"{k} {a:.3f}" for k, a in v["dice"].items()) + "; scaling "
-             + ", ".join(f"c*{k} {a:.3f}" for k, a in v["scaling"].items()) + ".", ""]
+             + ", ".join(f"c*{k} {a:.3f}" for k, a in v["scaling"].items()) + extrapolation_scores + ".", ""]
     for base in t["bases"]:
         lines += [f"Base model {base['file']} (base seed {base['base_seed']}):", "",
                   "| method | accuracy | 95% interval | binding | valid | Fréchet | diversity | saturation | teacher match |",

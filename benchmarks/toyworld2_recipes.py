@@ -106,10 +106,8 @@ def main(argv=None) -> dict:
     runs = [(f"{path}|{strength}" if len(bundles) > 1 else strength,
              toyworld2_table.refine_with(refine_node, bundles[path], strength)) for path in bundles for strength in a.strengths]
     if a.extrapolate:
-        from dice_comfy.bridge import encode_prompt
-
-        uc = encode_prompt(clip, "")[0][0]  # the empty prompt as CLIPTextEncode gives it to the samplers
-        runs += [(f"extrapolate {k:g}", extrapolation(k, uc)) for k in a.extrapolate]
+        uc = toyworld2_table.empty_prompt(clip)
+        runs += [(f"extrapolate {k:g}", toyworld2_table.extrapolation(k, uc)) for k in a.extrapolate]
     for label, transform in runs:
         row = val.run(1.0, transform)
         score = result["scores"][label] = {
@@ -122,19 +120,6 @@ def main(argv=None) -> dict:
         print(f"strength {label}: {json.dumps(score)}", flush=True)
         common.write_json(result, a.json)
     return result
-
-
-def extrapolation(k: float, uc: torch.Tensor):
-    """The training-free baseline c + k (c - uc) as a CONDITIONING transform: each prompt embedding pushed k times
-    its own distance further from the empty prompt's (uc), the direction CFG extrapolates along, where the paper's
-    scaling baseline (c * k) pushes it away from zero. k 0 is cfg 1's prompt."""
-    def transform(cond):
-        for t, _ in cond:
-            if t.shape != uc.shape:
-                raise ValueError(f"extrapolation needs the prompt and the empty prompt at one shape, got {tuple(t.shape)} "
-                                 f"and {tuple(uc.shape)}")
-        return [[t + k * (t - uc.to(t)), dict(d)] for t, d in cond]
-    return transform
 
 
 if __name__ == "__main__":

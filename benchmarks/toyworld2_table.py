@@ -5,11 +5,11 @@ For each shipped world-2 base model (one per base seed), on ComfyUI's own sample
    Refiner node for each --candidates entry (recipe:steps, then optionally stage edges for timestep-aware
    refinement, e.g. dice-pack:600:0.08/0.24/0.5, and a batch size, e.g. dice-pack:1200:b16), each tried at every
    strength or strength schedule in STRENGTHS; the
-   scaling baseline c * k for k in SCALES. The candidate and strength with the highest validation accuracy
-   are chosen on the first base model and kept for the others, and so is the scale. Ties go to the earlier,
-   cheaper entry.
+   scaling baseline c * k for k in SCALES; the extrapolation baseline c + K (c - uc) for K in EXTRAPOLATIONS.
+   The candidate and strength with the highest validation accuracy are chosen on the first base model and kept
+   for the others, and so are the scale and K. Ties go to the earlier, cheaper entry.
 2. Test (world2.TEST_CAPTIONS, noise seeds from 1000 on, never used above), sampled once per method:
-   cfg 1, cfg w (the teacher, w = 3), cfg 5, the best scaling, and DICE at cfg 1 from two refiner seeds
+   cfg 1, cfg w (the teacher, w = 3), cfg 5, the best scaling and extrapolation, and DICE at cfg 1 from two refiner seeds
    trained with the chosen settings. Per method: accuracy with a 95% bootstrap interval over captions,
    binding, the exact Fréchet distance of fitted object parameters to rendered truth, diversity across seeds
    and saturation. Recovery = (DICE - cfg 1) / (cfg w - cfg 1) in accuracy, per refiner seed, with its interval.
@@ -32,7 +32,7 @@ then waits for the first one's validation:
     ... toyworld2_table --bases BASE1 --choice-from a.json --settings-rows here --json b.json
     ... toyworld2_table --json t.json --earlier a.json b.json               # joins them (checks the choice)
 
---chosen CANDIDATE STRENGTH SCALE skips validation with a choice printed by an earlier validation run.
+--chosen CANDIDATE STRENGTH SCALE K skips validation with a choice printed by an earlier validation run.
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ OVERDRIVEN_W = 5.0
 # 1.5>2@0.3 0.216 and 0.181; strength 1.5 0.196 and 0.181)
 STRENGTHS = ("1", "1.5", "2", "1>2@0.3")
 SCALES = (1.5, 2.0, 3.0)
+# The training-free baseline a reviewer asks for besides the paper's scaling: c + K (c - uc), each prompt embedding
+# pushed K times its distance further from the empty prompt's, the direction CFG extrapolates along. On the recipe
+# study's validation pairs (noise seeds 2-5, never the table's) K 0.5 recovered 0.71 and 0.75 on the two base models,
+# K 1 0.68 and 0.72, K 1.5 0.49 and 0.50 (BENCHMARKS.md's notes); 0.25 is the step on the other side of the best.
+EXTRAPOLATIONS = (0.25, 0.5, 1.0)
 # recipe:steps[:stage edges][:bN], tried on validation; the first is the cheapest. The default is two timestep stages
 # (edge 0.3: one refiner of the paper's shape for the first 30% of the sampling, one for the rest, delivered as two
 # timestep-range entries, one model pass per step) of 1200 steps of 8 states each: the same 19,200 training samples as
@@ -180,6 +185,30 @@ def refine_with(refine_node, bundle, strength):
                                             late_from=schedule.late_from).args[0]
 
 
+def extrapolation(k: float, uc: torch.Tensor):
+    """The training-free baseline c + k (c - uc) as a CONDITIONING transform: each prompt embedding pushed k times
+    its own distance further from the empty prompt's (uc), the direction CFG extrapolates along, where the paper's
+    scaling baseline (c * k) pushes it away from zero. k 0 is cfg 1's prompt."""
+    def transform(cond):
+        for t, _ in cond:
+            if t.shape != uc.shape:
+                raise ValueError(f"extrapolation needs the prompt and the empty prompt at one shape, got {tuple(t.shape)} "
+                                 f"and {tuple(uc.shape)}")
+        return [[t + k * (t - uc.to(t)), dict(d)] for t, d in cond]
+    return transform
+
+
+def extrapolation_label(k: float) -> str:
+    return f"extrapolation c+{k:g}(c-uc)"
+
+
+def empty_prompt(clip) -> torch.Tensor:
+    """The empty prompt's embedding as CLIPTextEncode gives it to the samplers (the teacher's uc), for extrapolation."""
+    from dice_comfy.bridge import encode_prompt
+
+    return encode_prompt(clip, "")[0][0]
+
+
 # The code a table's figures depend on: earlier work is reused only when none of it has changed since.
 MEASURED_CODE = ("dice_core", "dice_comfy", "nodes", "toyworld", "benchmarks/toyworld2_table.py", "benchmarks/toyworld_table.py")
 
@@ -208,6 +237,7 @@ def run_settings(a) -> dict:
     """What a run's figures depend on besides the base files: earlier work is reused only where these are equal,
     the code included, and its finished base models are the same files."""
     return {"code_sha256": code_sha256(), "teacher_w": TEACHER_W, "candidates": list(a.candidates), "strengths": list(STRENGTHS), "scales": list(SCALES),
+            "extrapolations": list(EXTRAPOLATIONS),
             "validation_seeds": a.validation_seeds, "test_seeds": a.test_seeds, "refiner_seeds": list(a.refiner_seeds),
             "refiner_captions": a.refiner_captions, "samples_per_prompt": a.samples_per_prompt, "captions": a.captions}
 
@@ -254,7 +284,7 @@ def main(argv=None) -> dict:
     p.add_argument("--earlier", nargs="+", default=[],
                    help="result files of the same settings, e.g. of base models measured by another process: their "
                         "validation and finished base models are used, and the others measured")
-    p.add_argument("--chosen", nargs=3, metavar=("CANDIDATE", "STRENGTH", "SCALE"),
+    p.add_argument("--chosen", nargs=4, metavar=("CANDIDATE", "STRENGTH", "SCALE", "K"),
                    help="skip validation and use this choice, printed by a validation run of the same settings: to "
                         "measure a second base model in another process; --earlier checks it when the files are joined")
     p.add_argument("--choice-from", metavar="JSON",
@@ -295,7 +325,8 @@ def main(argv=None) -> dict:
         return bundle, seconds
 
     validation, finished = earlier_work(([a.json] if a.resume else []) + a.earlier, settings)
-    given = a.chosen and {"candidate": a.chosen[0], "strength": float(a.chosen[1]), "scale": float(a.chosen[2])}
+    given = a.chosen and {"candidate": a.chosen[0], "strength": a.chosen[1], "scale": float(a.chosen[2]),
+                          "extrapolation": float(a.chosen[3])}
     if validation and given and given != validation["chosen"]:
         p.error(f"--chosen {given} is not the earlier validation's choice, {validation['chosen']}")
     chosen = validation["chosen"] if validation else given
@@ -312,6 +343,7 @@ def main(argv=None) -> dict:
             continue
         t0 = time.time()
         model, clip, _ = comfy_objects.load_toy_world2(base_path)
+        uc = empty_prompt(clip)
         base = {"file": os.path.basename(base_path), "base_seed": comfy_objects.read_metadata(base_path).get("seed"),
                 "sha256": sha256}
         trained: dict[tuple[str, int], tuple] = {}  # (candidate, refiner seed): (bundle, seconds)
@@ -324,11 +356,14 @@ def main(argv=None) -> dict:
                 for strength in STRENGTHS:
                     scores[(cand, strength)] = val.run(1.0, refine_with(refine_node, trained[(cand, 0)][0], strength))["accuracy"]
             scaling = {k: val.run(1.0, toyworld_table.scale_conditioning(k))["accuracy"] for k in SCALES}
+            extrapolated = {k: val.run(1.0, extrapolation(k, uc))["accuracy"] for k in EXTRAPOLATIONS}
             best = max(scores, key=lambda key: scores[key])  # max keeps the first of equals: the cheaper entry
-            chosen = {"candidate": best[0], "strength": best[1], "scale": max(scaling, key=lambda k: scaling[k])}
+            chosen = {"candidate": best[0], "strength": best[1], "scale": max(scaling, key=lambda k: scaling[k]),
+                      "extrapolation": max(extrapolated, key=lambda k: extrapolated[k])}
             result["validation"] = {"cfg1": cfg1["accuracy"], "cfg_w": cfg_w["accuracy"],
                                     "dice": {f"{c} at {strength}": v for (c, strength), v in scores.items()},
-                                    "scaling": {f"{k:g}": v for k, v in scaling.items()}, "chosen": chosen,
+                                    "scaling": {f"{k:g}": v for k, v in scaling.items()},
+                                    "extrapolation": {f"{k:g}": v for k, v in extrapolated.items()}, "chosen": chosen,
                                     "train_s": {c: trained[(c, 0)][1] for c in a.candidates},
                                     "base_sha256": sha256}
             print(json.dumps(result["validation"]), flush=True)
@@ -353,6 +388,7 @@ def main(argv=None) -> dict:
             result["validation"] = wait_for_validation(a.choice_from, settings, a.wait_minutes)
             chosen = result["validation"]["chosen"]
         methods[f"scaling c*{chosen['scale']:g}"] = test.run(1.0, toyworld_table.scale_conditioning(chosen["scale"]))
+        methods[extrapolation_label(chosen["extrapolation"])] = test.run(1.0, extrapolation(chosen["extrapolation"], uc))
         refiners, train_s = {}, {}
         for seed in a.refiner_seeds:
             key = (chosen["candidate"], seed)

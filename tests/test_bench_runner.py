@@ -84,7 +84,7 @@ def test_toyworld2_table_goes_on_only_from_work_of_the_same_settings_and_files(t
     base.write_bytes(b"weights of base seed 0")
     second.write_bytes(b"weights of base seed 1")
     settings = toyworld2_table.run_settings(argparse_namespace())
-    chosen = {"candidate": "dice-pack:600", "strength": 1.25, "scale": 2.0}
+    chosen = {"candidate": "dice-pack:600", "strength": "1.25", "scale": 2.0, "extrapolation": 0.5}
     first_run, second_run = tmp_path / "partial.json", tmp_path / "second.json"
     first = {"file": base.name, "sha256": _sha256(str(base)), "seconds": 10.0}
     first_run.write_text(json.dumps({"settings": settings, "bases": [first], "validation": {"chosen": chosen}}))
@@ -106,6 +106,10 @@ def test_toyworld2_table_goes_on_only_from_work_of_the_same_settings_and_files(t
     joined = toyworld2_table.main(argv)
     assert joined["bases"] == [first, measured] and joined["seconds"] == 15.0
     assert json.loads(first_run.read_text())["bases"] == [first, measured]
+    # --chosen (a choice printed by a validation run) must be the validation's own, the extrapolation's K included
+    assert toyworld2_table.main([*argv, "--chosen", "dice-pack:600", "1.25", "2", "0.5"])["bases"] == [first, measured]
+    with pytest.raises(SystemExit):
+        toyworld2_table.main([*argv, "--chosen", "dice-pack:600", "1.25", "2", "1"])
     # a retrained file (same name, other weights) is not taken for the measured one: this one would be sampled
     second.write_bytes(b"weights retrained")
     assert _sha256(str(second)) not in toyworld2_table.earlier_work([str(second_run)], settings)[1]
@@ -214,7 +218,11 @@ def test_the_toyworld2_section_end_to_end_on_the_shipped_base_models_shrunk(tmp_
     assert first["chosen"] == second["chosen"] == chosen and chosen["candidate"] == "dice-pack:4"
     assert section["validation"]["base_sha256"] == first["sha256"]
     assert first["settings_rows"] == [] and len(second["settings_rows"]) == 3
-    assert set(second["methods"]) == set(first["methods"]) and len(first["methods"]) == 6
+    assert set(second["methods"]) == set(first["methods"]) and len(first["methods"]) == 7
+    # the training-free baseline beside scaling: K chosen on validation among EXTRAPOLATIONS, sampled on the test split
+    assert list(section["validation"]["extrapolation"]) == [f"{k:g}" for k in toyworld2_table.EXTRAPOLATIONS]
+    assert chosen["extrapolation"] in toyworld2_table.EXTRAPOLATIONS
+    assert toyworld2_table.extrapolation_label(chosen["extrapolation"]) in first["methods"]
     assert set(first["recovery"]) == set(second["recovery"]) == {"0", "1"}
     # a teacher match for every method but the two it is measured between, and for each refiner seed and settings row
     assert [name for name, row in first["methods"].items() if "teacher_match" not in row] == ["cfg1", "cfg3"]
@@ -327,19 +335,19 @@ def test_the_world2_recipe_study_trains_with_the_node_and_scores_validation(tmp_
 
 
 def test_extrapolation_pushes_each_prompt_away_from_the_empty_prompt():
-    """toyworld2_recipes.extrapolation: c + k (c - uc) on every entry, the entry's other values kept (a new dict), and
+    """toyworld2_table.extrapolation: c + k (c - uc) on every entry, the entry's other values kept (a new dict), and
     a prompt of another shape than uc refused with a sentence rather than broadcast."""
     import torch
 
-    from benchmarks import toyworld2_recipes
+    from benchmarks.toyworld2_table import extrapolation
 
     c, uc = torch.tensor([[[1.0, 2.0], [3.0, 5.0]]]), torch.tensor([[[1.0, 0.0], [-1.0, 1.0]]])
     extras = {"pooled_output": None, "start_percent": 0.3}
-    (refined, kept), = toyworld2_recipes.extrapolation(2.0, uc)([[c, extras]])
+    (refined, kept), = extrapolation(2.0, uc)([[c, extras]])
     assert refined.tolist() == [[[1.0, 6.0], [11.0, 13.0]]]  # small integers: exact in float32
     assert kept == extras and kept is not extras
     with pytest.raises(ValueError, match="one shape"):
-        toyworld2_recipes.extrapolation(1.0, uc)([[torch.zeros(1, 3, 2), {}]])
+        extrapolation(1.0, uc)([[torch.zeros(1, 3, 2), {}]])
 
 
 def test_teacher_match_is_0_for_cfg1_1_for_the_teacher_and_the_distance_ratio_between():
