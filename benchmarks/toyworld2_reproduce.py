@@ -64,11 +64,11 @@ def main(argv=None) -> dict:
     model, clip, _ = comfy_objects.load_toy_world2(base_path)
     captions = world2.refiner_captions(a.captions or table["refiner_captions"])
     bundle, _, seconds = toyworld_table.train_refiner_with_node(nodes_map, model, clip, captions, settings)
+    against = a.against or comfy_objects.WORLD2_REFINER_PATH
     with tempfile.TemporaryDirectory() as scratch:
         path = a.save or os.path.join(scratch, "retrained.safetensors")
         save_refiner(path, bundle, include_optimizer=False)
-        result = {"candidate": candidate, "train_s": seconds, "against": a.against or comfy_objects.WORLD2_REFINER_PATH,
-                  **tensor_differences(path, a.against or comfy_objects.WORLD2_REFINER_PATH)}
+        result = {"candidate": candidate, "train_s": seconds, "against": against, **tensor_differences(path, against)}
     print(json.dumps(result), flush=True)
     return result
 
