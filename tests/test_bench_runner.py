@@ -405,3 +405,18 @@ def test_the_world2_table_can_stop_after_its_validation_and_scores_every_strengt
     assert any(">" in s for s in toyworld2_table.STRENGTHS)  # a schedule is among the choices
     assert validation["chosen"]["strength"] in toyworld2_table.STRENGTHS and result["bases"] == []
     assert json.loads(out.read_text())["validation"] == validation
+
+
+
+def test_the_base_step_speed_benchmark_times_each_variant_of_train_base2s_step():
+    """benchmarks/base_step_speed, shrunk to batch 2 and one timed step: each variant trains (finite losses) and
+    is timed, in the order asked, at the threads asked (this process's, so that the suite's threads are unchanged)."""
+    import torch
+
+    from benchmarks import base_step_speed
+
+    threads = torch.get_num_threads()
+    rows = base_step_speed.main(["--variants", "eager", "sdpa_math", "bf16", "--batch", "2", "--warmup", "1",
+                                 "--steps", "1", "--threads", str(threads)])
+    assert [r["variant"] for r in rows] == ["eager", "sdpa_math", "bf16"]
+    assert all(r["losses_finite"] and r["s_per_step"] > 0 and r["threads"] == threads for r in rows)
