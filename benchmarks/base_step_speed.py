@@ -1,5 +1,6 @@
 """Seconds per training step of toy world 2's base UNet (toyworld/train_base2.py's step: draw and encode a batch,
-forward, v loss, backward, AdamW), for ways of running the same step faster on a CPU. It answers whether a kernel
+forward, v loss, backward, AdamW; the loss here is unweighted and no captions are nulled, which changes no timing
+that matters beside the UNet's forward and backward), for ways of running the same step faster on a CPU. It answers whether a kernel
 or memory-layout change brings the base model's training under the hour issue 13 asks for, without a whole run.
 
     OMP_NUM_THREADS=2 .venv/bin/python -m benchmarks.base_step_speed --threads 2
@@ -21,6 +22,9 @@ import math
 import time
 
 import torch
+
+from dice_core.refiner import append_dims
+from toyworld.train_base import v_target
 
 VARIANTS = ("eager", "channels_last", "bf16", "sdpa_math", "compile")
 
@@ -68,9 +72,6 @@ class StepRunner:
         return contextlib.nullcontext()
 
     def step(self) -> float:
-        from dice_core.refiner import append_dims
-        from toyworld.train_base import v_target
-
         x0, context = self.data.batch(self.batch, self.generator)
         t = torch.randint(0, len(self.sigmas), (self.batch,), generator=self.generator)
         sigma = self.sigmas[t]

@@ -407,7 +407,6 @@ def test_the_world2_table_can_stop_after_its_validation_and_scores_every_strengt
     assert json.loads(out.read_text())["validation"] == validation
 
 
-
 def test_the_base_step_speed_benchmark_times_each_variant_of_train_base2s_step():
     """benchmarks/base_step_speed, shrunk to batch 2 and one timed step: each variant trains (finite losses) and
     is timed, in the order asked, at the threads asked (this process's, so that the suite's threads are unchanged)."""
